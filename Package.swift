@@ -1,0 +1,53 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+// Hot loops are written with Swift SIMD types; let LLVM use the vector units this project's
+// machines have (AVX2 + FMA + F16C on x86_64). `-Xcc` options reach Swift's code generator through
+// the Clang importer's target options.
+#if arch(x86_64)
+let simdFlags: [SwiftSetting] = [.unsafeFlags(["-Xcc", "-mavx2", "-Xcc", "-mfma", "-Xcc", "-mf16c"])]
+#else
+let simdFlags: [SwiftSetting] = []
+#endif
+
+let package = Package(
+    name: "medusa-tp",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "medusa-worker", targets: ["medusa-worker"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // System libraries, found through pkg-config.
+        .systemLibrary(
+            name: "CMPI", path: "Sources/CMPI", pkgConfig: "ompi-c",
+            providers: [.apt(["libopenmpi-dev", "openmpi-bin"])]),
+        .systemLibrary(
+            name: "COpenBLAS", path: "Sources/COpenBLAS", pkgConfig: "openblas",
+            providers: [.apt(["libopenblas-dev"])]),
+
+        // Process group and collective communication. The only module that imports MPI.
+        .target(name: "Collectives", dependencies: ["CMPI"]),
+        // Model, weight files, kernels, KV cache, forward pass.
+        .target(
+            name: "Worker", dependencies: ["Collectives", "COpenBLAS"],
+            swiftSettings: simdFlags),
+        // Medusa heads, candidate tree, acceptance.
+        .target(name: "Medusa", dependencies: ["Worker"], swiftSettings: simdFlags),
+        // Tokenizer, chat templates, generation loops on rank 0.
+        .target(name: "Coordinator", dependencies: ["Worker", "Medusa", "Collectives"]),
+        .executableTarget(
+            name: "medusa-worker",
+            dependencies: [
+                "Coordinator", "Worker", "Collectives",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+
+        .testTarget(name: "CollectivesTests", dependencies: ["Collectives"]),
+        .testTarget(name: "WorkerTests", dependencies: ["Worker"], swiftSettings: simdFlags),
+        .testTarget(name: "CoordinatorTests", dependencies: ["Coordinator", "Worker"]),
+        .testTarget(name: "CLITests", dependencies: ["Worker"]),
+    ]
+)

@@ -1,0 +1,43 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A read-only memory mapping of a whole file. Pages are read from disk only when touched, so a
+/// rank that reads only its own weight slices keeps only those resident.
+public final class MappedFile: @unchecked Sendable {
+    // Immutable after init; the mapping is read-only, so sharing across threads is safe.
+    public let path: String
+    public let bytes: UnsafeRawBufferPointer
+
+    public init(path: String) throws(WeightFileError) {
+        self.path = path
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else {
+            throw WeightFileError(path: path, problem: .cannotOpen(reason: String(cString: strerror(errno))))
+        }
+        defer { close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else {
+            throw WeightFileError(path: path, problem: .cannotOpen(reason: String(cString: strerror(errno))))
+        }
+        guard (info.st_mode & S_IFMT) == S_IFREG else {
+            throw WeightFileError(path: path, problem: .cannotOpen(reason: "not a regular file"))
+        }
+        let size = Int(info.st_size)
+        guard size > 0 else {
+            throw WeightFileError(path: path, problem: .truncated(what: "header", offset: 0, needed: 4, available: 0))
+        }
+        guard let base = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), base != MAP_FAILED else {
+            throw WeightFileError(path: path, problem: .cannotOpen(reason: "mmap failed: \(String(cString: strerror(errno)))"))
+        }
+        bytes = UnsafeRawBufferPointer(start: base, count: size)
+    }
+
+    deinit {
+        munmap(UnsafeMutableRawPointer(mutating: bytes.baseAddress), bytes.count)
+    }
+
+    public var count: Int { bytes.count }
+}
