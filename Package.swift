@@ -45,9 +45,11 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 
+        // Synthetic models and helpers shared by the test targets.
+        .target(name: "TestSupport", dependencies: ["Worker"], path: "Tests/TestSupport"),
         .testTarget(name: "CollectivesTests", dependencies: ["Collectives"]),
-        .testTarget(name: "WorkerTests", dependencies: ["Worker"], swiftSettings: simdFlags),
-        .testTarget(name: "CoordinatorTests", dependencies: ["Coordinator", "Worker"]),
-        .testTarget(name: "CLITests", dependencies: ["Worker"]),
+        .testTarget(name: "WorkerTests", dependencies: ["Worker", "TestSupport"], swiftSettings: simdFlags),
+        .testTarget(name: "CoordinatorTests", dependencies: ["Coordinator", "Worker", "Medusa", "TestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["Worker", "TestSupport"]),
     ]
 )

@@ -1,10 +1,10 @@
 import ArgumentParser
-import Coordinator
 
 struct MedusaWorker: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "medusa-worker",
-        abstract: "Tensor-parallel LLM inference with Medusa speculative decoding.")
+        abstract: "Tensor-parallel Llama inference with Medusa speculative decoding (this build: one rank).",
+        subcommands: [GenerateCommand.self, PerplexityCommand.self, TokenizeCommand.self])
 }
 
 MedusaWorker.main()

@@ -1,0 +1,29 @@
+import Foundation
+
+/// Where the embedded default model lives and how to find it.
+public enum DefaultModel {
+    /// File name of the default model inside the cache folder.
+    public static let fileName = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    /// The cache folder, relative to the repository root (git-ignored; filled by `make setup`).
+    public static let cacheFolder = ".cache/models"
+
+    /// The default `--model`: `$MEDUSA_MODEL` if set, else the cached SmolLM2 found by walking up
+    /// from the working directory and from the executable's directory.
+    public static func resolve() -> String {
+        if let env = ProcessInfo.processInfo.environment["MEDUSA_MODEL"], !env.isEmpty { return env }
+        var starts = [FileManager.default.currentDirectoryPath]
+        if let exe = Bundle.main.executableURL?.deletingLastPathComponent().path { starts.append(exe) }
+        for start in starts {
+            var dir = URL(fileURLWithPath: start).standardizedFileURL
+            while true {
+                let candidate = dir.appendingPathComponent(cacheFolder).appendingPathComponent(fileName).path
+                if FileManager.default.fileExists(atPath: candidate) { return candidate }
+                let parent = dir.deletingLastPathComponent()
+                if parent.path == dir.path { break }
+                dir = parent
+            }
+        }
+        // Not found: name the expected place so the error tells the user what to run.
+        return "\(cacheFolder)/\(fileName)"
+    }
+}

@@ -1,0 +1,294 @@
+import Collectives
+
+/// Why a forward step was refused.
+public enum ModelError: Error, CustomStringConvertible, Sendable, Equatable {
+    case emptyStep
+    case stepTooLarge(tokens: Int, maximum: Int)
+    case mismatchedStep(tokens: Int, positions: Int, maskSize: Int)
+    case tokenOutOfRange(token: Int32, vocabularySize: Int)
+    case contextFull(committed: Int, adding: Int, capacity: Int)
+    case collective(String)
+
+    public var description: String {
+        switch self {
+        case .emptyStep: "a step needs at least one token"
+        case .stepTooLarge(let n, let max): "a step of \(n) tokens exceeds the batch limit of \(max)"
+        case .mismatchedStep(let t, let p, let m): "step has \(t) tokens, \(p) positions and a \(m)x\(m) mask"
+        case .tokenOutOfRange(let t, let v): "token id \(t) is outside the vocabulary (0..<\(v))"
+        case .contextFull(let c, let a, let cap):
+            "context full: \(c) tokens in the cache plus \(a) new exceed the context of \(cap) (raise --ctx)"
+        case .collective(let message): "collective failed: \(message)"
+        }
+    }
+}
+
+/// A Llama-family decoder on one rank: weights, KV cache, step buffers and the forward pass.
+///
+/// One forward handles n new tokens with their positions and an n x n mask, so prefill (causal
+/// mask), plain decoding (n = 1) and Medusa tree verification (ancestor mask) share one path.
+/// Every buffer is allocated here, once; a step allocates nothing.
+public final class LlamaModel: @unchecked Sendable {
+    // Used from one thread at a time (the engine loop); the pool's workers only see the buffers
+    // inside `pool.run`, which returns before the next stage starts.
+    public let config: LlamaConfig
+    public let weights: LlamaWeights
+    public let cache: KVCache
+    public let maxStepTokens: Int
+    public let pool: ThreadPool
+    let communicator: any Communicator
+    private var rotary: RotaryTable
+    private let buffers: StepBuffers
+
+    /// - Parameters:
+    ///   - contextLength: KV cache capacity in tokens, clamped to the model's context length.
+    ///   - maxStepTokens: the most tokens one step may carry (prefill is split into such steps).
+    public init(
+        config: LlamaConfig, weights: LlamaWeights, contextLength: Int, maxStepTokens: Int = 512,
+        threads: Int, communicator: any Communicator = SingleProcessCommunicator()
+    ) {
+        self.config = config
+        self.weights = weights
+        let capacity = max(1, min(contextLength, config.contextLength))
+        cache = KVCache(
+            layerCount: config.layerCount, kvHeadCount: config.kvHeadCount,
+            headDimension: config.headDimension, capacity: capacity)
+        self.maxStepTokens = max(1, min(maxStepTokens, capacity))
+        pool = ThreadPool(threadCount: max(1, threads))
+        self.communicator = communicator
+        rotary = RotaryTable(config: config)
+        buffers = StepBuffers(config: config, maxTokens: self.maxStepTokens, capacity: capacity,
+                              attentionTasks: 4 * max(1, threads))
+    }
+
+    /// Opens a GGUF file and builds the model on it.
+    public convenience init(gguf: GGUFFile, contextLength: Int = 2048, maxStepTokens: Int = 512, threads: Int) throws(WeightFileError) {
+        let config = try LlamaConfig(gguf: gguf)
+        let weights = try LlamaWeights(gguf: gguf, config: config)
+        self.init(config: config, weights: weights, contextLength: contextLength,
+                  maxStepTokens: maxStepTokens, threads: threads)
+    }
+
+    /// KV cache capacity in tokens.
+    public var contextLength: Int { cache.capacity }
+
+    /// Runs the decoder over `tokens` placed at `positions`, writing their keys and values at cache
+    /// slots committed ..< committed + n. Token i attends to the whole committed cache and to step
+    /// token j where `mask[i, j]`. Returns the final-normed hidden states [n, hidden], valid until
+    /// the next call. The cache's committed length does not change: call `cache.commit` after.
+    public func forward(
+        tokens: UnsafeBufferPointer<Int32>, positions: UnsafeBufferPointer<Int32>, mask: TreeMask
+    ) throws(ModelError) -> UnsafeBufferPointer<Float> {
+        let n = tokens.count
+        guard n > 0 else { throw .emptyStep }
+        guard n <= maxStepTokens else { throw .stepTooLarge(tokens: n, maximum: maxStepTokens) }
+        guard positions.count == n, mask.count == n else {
+            throw .mismatchedStep(tokens: n, positions: positions.count, maskSize: mask.count)
+        }
+        guard cache.committed + n <= cache.capacity else {
+            throw .contextFull(committed: cache.committed, adding: n, capacity: cache.capacity)
+        }
+        for t in tokens where t < 0 || Int(t) >= config.vocabularySize {
+            throw .tokenOutOfRange(token: t, vocabularySize: config.vocabularySize)
+        }
+
+        let c = config
+        let b = buffers
+        let hidden = c.hiddenSize
+        let qDim = c.headCount * c.headDimension
+        let kvDim = c.kvHeadCount * c.headDimension
+
+        // x [n, hidden]: the residual stream, starting from the token embeddings.
+        for i in 0..<n {
+            weights.tokenEmbedding.dequantizeRow(Int(tokens[i]), into: b.x + i * hidden)
+        }
+        rotary.prepare(positions: positions)
+
+        for (l, layer) in weights.layers.enumerated() {
+            // Attention block.
+            layer.attentionNorm.withUnsafeBufferPointer { w in
+                for i in 0..<n {
+                    VectorOps.rmsNorm(b.x + i * hidden, weight: w.baseAddress!, epsilon: c.rmsNormEpsilon,
+                                      count: hidden, out: b.normed + i * hidden)
+                }
+            }
+            MatMul.multiply(layer.query, x: b.normed, xStride: hidden, n: n, y: b.q, yStride: qDim, pool: pool)
+            MatMul.multiply(layer.key, x: b.normed, xStride: hidden, n: n, y: b.k, yStride: kvDim, pool: pool)
+            MatMul.multiply(layer.value, x: b.normed, xStride: hidden, n: n, y: b.v, yStride: kvDim, pool: pool)
+            for i in 0..<n {
+                rotary.apply(b.q + i * qDim, heads: c.headCount, token: i)
+                rotary.apply(b.k + i * kvDim, heads: c.kvHeadCount, token: i)
+            }
+            storeKeysAndValues(layer: l, n: n)
+            attend(layer: l, n: n, mask: mask)
+            MatMul.multiply(layer.output, x: b.attention, xStride: qDim, n: n, y: b.projected, yStride: hidden, pool: pool)
+            try allreduce(b.projected, count: n * hidden)
+            VectorOps.add(b.projected, to: b.x, count: n * hidden)
+
+            // MLP block: down(silu(gate(x)) * up(x)).
+            layer.mlpNorm.withUnsafeBufferPointer { w in
+                for i in 0..<n {
+                    VectorOps.rmsNorm(b.x + i * hidden, weight: w.baseAddress!, epsilon: c.rmsNormEpsilon,
+                                      count: hidden, out: b.normed + i * hidden)
+                }
+            }
+            let ffn = c.intermediateSize
+            MatMul.multiply(layer.gate, x: b.normed, xStride: hidden, n: n, y: b.gate, yStride: ffn, pool: pool)
+            MatMul.multiply(layer.up, x: b.normed, xStride: hidden, n: n, y: b.up, yStride: ffn, pool: pool)
+            VectorOps.swiglu(b.gate, b.up, count: n * ffn)
+            MatMul.multiply(layer.down, x: b.gate, xStride: ffn, n: n, y: b.projected, yStride: hidden, pool: pool)
+            try allreduce(b.projected, count: n * hidden)
+            VectorOps.add(b.projected, to: b.x, count: n * hidden)
+        }
+
+        weights.outputNorm.withUnsafeBufferPointer { w in
+            for i in 0..<n {
+                VectorOps.rmsNorm(b.x + i * hidden, weight: w.baseAddress!, epsilon: c.rmsNormEpsilon,
+                                  count: hidden, out: b.normed + i * hidden)
+            }
+        }
+        return UnsafeBufferPointer(start: b.normed, count: n * hidden)
+    }
+
+    /// LM-head logits for `rows` hidden states [rows, hidden] into `out` [rows, vocabulary].
+    public func logits(hidden: UnsafePointer<Float>, rows: Int, into out: UnsafeMutablePointer<Float>) {
+        MatMul.multiply(weights.output, x: hidden, xStride: config.hiddenSize, n: rows,
+                        y: out, yStride: config.vocabularySize, pool: pool)
+    }
+
+    private func allreduce(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws(ModelError) {
+        guard communicator.size > 1 else { return }
+        do {
+            try communicator.allreduceSum(UnsafeMutableBufferPointer(start: buffer, count: count))
+        } catch {
+            throw .collective(error.description)
+        }
+    }
+
+    /// Copies the step's rotated keys and its values into cache slots committed + i.
+    private func storeKeysAndValues(layer: Int, n: Int) {
+        let hd = config.headDimension
+        let kvDim = config.kvHeadCount * hd
+        for h in 0..<config.kvHeadCount {
+            let keys = cache.keys(layer: layer, head: h)
+            let values = cache.values(layer: layer, head: h)
+            for i in 0..<n {
+                let slot = cache.committed + i
+                (keys + slot * hd).update(from: buffers.k + i * kvDim + h * hd, count: hd)
+                (values + slot * hd).update(from: buffers.v + i * kvDim + h * hd, count: hd)
+            }
+        }
+    }
+
+    /// attention[i, head] = softmax(q_i · K_visible / sqrt(d)) V_visible, where the visible slots
+    /// are the committed cache followed by the step tokens the mask allows, always in slot order
+    /// (so a token's result does not depend on how many other tokens share its step).
+    private func attend(layer: Int, n: Int, mask: TreeMask) {
+        let c = config
+        let hd = c.headDimension
+        let qDim = c.headCount * hd
+        let committed = cache.committed
+        let pairs = n * c.headCount
+        let tasks = min(pairs, buffers.attentionTasks)
+        let scale = 1 / Float(hd).squareRoot()
+        let b = buffers
+        let cache = self.cache
+        pool.run(taskCount: tasks) { task in
+            let scores = b.scores + task * b.scoreStride
+            let slots = b.slotLists + task * b.scoreStride
+            var pair = task
+            while pair < pairs {
+                let i = pair / c.headCount
+                let head = pair % c.headCount
+                let kvHead = head / c.groupSize
+                let q = b.q + i * qDim + head * hd
+                let keys = cache.keys(layer: layer, head: kvHead)
+                let values = cache.values(layer: layer, head: kvHead)
+                var visible = 0
+                for s in 0..<committed {
+                    slots[visible] = Int32(s)
+                    visible += 1
+                }
+                for j in 0..<n where mask[i, j] {
+                    slots[visible] = Int32(committed + j)
+                    visible += 1
+                }
+                var maxScore = -Float.infinity
+                for v in 0..<visible {
+                    let s = VectorOps.dot(q, keys + Int(slots[v]) * hd, count: hd) * scale
+                    scores[v] = s
+                    maxScore = max(maxScore, s)
+                }
+                var sum: Float = 0
+                for v in 0..<visible {
+                    let e = expf(scores[v] - maxScore)
+                    scores[v] = e
+                    sum += e
+                }
+                let out = b.attention + i * qDim + head * hd
+                out.update(repeating: 0, count: hd)
+                let inv = 1 / sum
+                for v in 0..<visible {
+                    VectorOps.axpy(scores[v] * inv, values + Int(slots[v]) * hd, out, count: hd)
+                }
+                pair += tasks
+            }
+        }
+    }
+}
+
+/// Activation buffers of one step, sized for the largest step. Shapes are [tokens, features].
+final class StepBuffers: @unchecked Sendable {
+    let x: UnsafeMutablePointer<Float>          // [maxTokens, hidden] residual stream
+    let normed: UnsafeMutablePointer<Float>     // [maxTokens, hidden] normed input of a block; final hidden out
+    let q: UnsafeMutablePointer<Float>          // [maxTokens, heads * headDim]
+    let k: UnsafeMutablePointer<Float>          // [maxTokens, kvHeads * headDim]
+    let v: UnsafeMutablePointer<Float>          // [maxTokens, kvHeads * headDim]
+    let attention: UnsafeMutablePointer<Float>  // [maxTokens, heads * headDim]
+    let projected: UnsafeMutablePointer<Float>  // [maxTokens, hidden] output of O and down
+    let gate: UnsafeMutablePointer<Float>       // [maxTokens, intermediate]
+    let up: UnsafeMutablePointer<Float>         // [maxTokens, intermediate]
+    let scores: UnsafeMutablePointer<Float>     // [attentionTasks, capacity]
+    let slotLists: UnsafeMutablePointer<Int32>  // [attentionTasks, capacity]
+    let scoreStride: Int
+    let attentionTasks: Int
+    private var all: [UnsafeMutableRawPointer] = []
+
+    init(config c: LlamaConfig, maxTokens: Int, capacity: Int, attentionTasks: Int) {
+        var owned: [UnsafeMutableRawPointer] = []
+        func floats(_ count: Int) -> UnsafeMutablePointer<Float> {
+            let p = UnsafeMutablePointer<Float>.allocate(capacity: max(count, 1))
+            p.initialize(repeating: 0, count: max(count, 1))
+            owned.append(UnsafeMutableRawPointer(p))
+            return p
+        }
+        let qDim = c.headCount * c.headDimension
+        let kvDim = c.kvHeadCount * c.headDimension
+        x = floats(maxTokens * c.hiddenSize)
+        normed = floats(maxTokens * c.hiddenSize)
+        q = floats(maxTokens * qDim)
+        k = floats(maxTokens * kvDim)
+        v = floats(maxTokens * kvDim)
+        attention = floats(maxTokens * qDim)
+        projected = floats(maxTokens * c.hiddenSize)
+        gate = floats(maxTokens * c.intermediateSize)
+        up = floats(maxTokens * c.intermediateSize)
+        scoreStride = capacity
+        self.attentionTasks = attentionTasks
+        scores = floats(attentionTasks * capacity)
+        let s = UnsafeMutablePointer<Int32>.allocate(capacity: attentionTasks * capacity)
+        s.initialize(repeating: 0, count: attentionTasks * capacity)
+        owned.append(UnsafeMutableRawPointer(s))
+        slotLists = s
+        all = owned
+    }
+
+    deinit {
+        for p in all { p.deallocate() }
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif

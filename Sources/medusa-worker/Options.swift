@@ -1,0 +1,67 @@
+import ArgumentParser
+import Coordinator
+import Foundation
+import Worker
+
+/// Options every command that loads a model shares.
+struct ModelOptions: ParsableArguments {
+    @Option(help: "GGUF model file (default: $MEDUSA_MODEL, else the cached SmolLM2-135M-Instruct Q4_1 that `make setup` fetches).")
+    var model: String?
+
+    @Option(help: "KV cache size in tokens, clamped to the model's context length.")
+    var ctx: Int = 2048
+
+    @Option(help: "Worker threads (default: the cores this process may use).")
+    var threads: Int?
+
+    var modelPath: String { model ?? DefaultModel.resolve() }
+
+    var threadCount: Int { threads ?? ProcessInfo.processInfo.activeProcessorCount }
+
+    func validate() throws {
+        guard ctx > 0 else { throw ValidationError("--ctx must be positive, got \(ctx)") }
+        if let threads, threads < 1 || threads > 512 {
+            throw ValidationError("--threads must be between 1 and 512, got \(threads)")
+        }
+    }
+}
+
+/// Runs `body`, turning any error into one line on stderr and exit code 1.
+func reportingErrors<T>(_ body: () throws -> T) throws -> T {
+    do {
+        return try body()
+    } catch let error as ExitCode {
+        throw error
+    } catch let error as CleanExit {
+        throw error
+    } catch {
+        let text = (error as? CustomStringConvertible)?.description ?? "\(error)"
+        FileHandle.standardError.write(Data("error: \(text)\n".utf8))
+        throw ExitCode.failure
+    }
+}
+
+/// Writes text to stdout now (no buffering), so generated text streams.
+func emit(_ text: String) {
+    FileHandle.standardOutput.write(Data(text.utf8))
+}
+
+/// Prints one JSON object on its own line.
+func emitJSON<T: Encodable>(_ value: T) throws {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+    emit(String(decoding: try encoder.encode(value), as: UTF8.self) + "\n")
+}
+
+/// Reads a text file, with an error that names it.
+func readTextFile(_ path: String) throws -> String {
+    guard let data = FileManager.default.contents(atPath: path) else {
+        throw CommandError("cannot read \(path): no such file or not readable")
+    }
+    return String(decoding: data, as: UTF8.self)
+}
+
+struct CommandError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}

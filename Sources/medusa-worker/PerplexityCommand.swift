@@ -1,0 +1,62 @@
+import ArgumentParser
+import Coordinator
+import Foundation
+import Worker
+
+struct PerplexityCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "perplexity",
+        abstract: "Perplexity of a text file, with llama.cpp's chunking convention.",
+        discussion: """
+            The tokenized file is split into consecutive chunks of --ctx tokens; each chunk is evaluated \
+            from an empty cache and the negative log-likelihood of its second half is scored.
+            """)
+
+    @Option(help: "GGUF model file (default: $MEDUSA_MODEL, else the cached SmolLM2-135M-Instruct Q4_1).")
+    var model: String?
+
+    @Option(help: "Text file to score.")
+    var file: String
+
+    @Option(help: "Chunk size in tokens.")
+    var ctx: Int = 512
+
+    @Option(help: "Score at most this many chunks.")
+    var chunks: Int?
+
+    @Option(help: "Worker threads (default: the cores this process may use).")
+    var threads: Int?
+
+    @Flag(help: "Print one JSON object: ppl, tokens_scored, chunks.")
+    var json = false
+
+    func validate() throws {
+        guard ctx >= 4 else { throw ValidationError("--ctx must be at least 4, got \(ctx)") }
+        if let chunks, chunks < 1 { throw ValidationError("--chunks must be at least 1, got \(chunks)") }
+        if let threads, threads < 1 || threads > 512 { throw ValidationError("--threads must be between 1 and 512, got \(threads)") }
+    }
+
+    func run() throws {
+        try reportingErrors {
+            let text = try readTextFile(file)
+            let loaded = try LoadedModel(
+                path: model ?? DefaultModel.resolve(), contextLength: ctx,
+                threads: threads ?? ProcessInfo.processInfo.activeProcessorCount)
+            guard ctx <= loaded.model.contextLength else {
+                throw CommandError("--ctx \(ctx) exceeds the model's context length \(loaded.model.contextLength)")
+            }
+            let tokens = loaded.tokenizer.encode(text, addSpecial: true, parseSpecial: false)
+            let bos = loaded.tokenizer.addBOS ? loaded.tokenizer.bosToken : nil
+            let result = try Perplexity.evaluate(
+                model: loaded.model, tokens: tokens, context: ctx, maxChunks: chunks, bos: bos,
+                onChunk: { done, ppl in
+                    if !json { FileHandle.standardError.write(Data("[\(done)] \(String(format: "%.4f", ppl))\n".utf8)) }
+                })
+            if json {
+                try emitJSON(result)
+            } else {
+                emit("perplexity: \(String(format: "%.4f", result.ppl)) over \(result.tokensScored) tokens in \(result.chunks) chunks of \(ctx)\n")
+            }
+        }
+    }
+}

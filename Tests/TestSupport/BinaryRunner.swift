@@ -1,0 +1,74 @@
+import Foundation
+
+/// Runs the built `medusa-worker` binary, capturing its output.
+public struct BinaryRunner {
+    public struct Result {
+        public var status: Int32
+        public var stdout: String
+        public var stderr: String
+
+        /// The last line of stdout parsed as a JSON object.
+        public func json() throws -> [String: Any] {
+            let line = stdout.split(separator: "\n").last.map(String.init) ?? ""
+            guard let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
+                throw MissingTestData(description: "last stdout line is not a JSON object: \(line)")
+            }
+            return object
+        }
+    }
+
+    /// `$MEDUSA_WORKER_BINARY`, else `medusa-worker` next to the test bundle.
+    public static var binaryPath: String {
+        if let env = ProcessInfo.processInfo.environment["MEDUSA_WORKER_BINARY"], !env.isEmpty { return env }
+        var dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        for _ in 0..<4 {
+            let candidate = dir.appendingPathComponent("medusa-worker")
+            if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate.path }
+            dir = dir.deletingLastPathComponent()
+        }
+        return URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("medusa-worker").path
+    }
+
+    /// Runs the binary with `arguments`; kills it after `timeout` seconds.
+    public static func run(_ arguments: [String], environment: [String: String] = [:], timeout: TimeInterval = 300) throws -> Result {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: binaryPath)
+        process.arguments = arguments
+        var env = ProcessInfo.processInfo.environment
+        for (k, v) in environment { env[k] = v }
+        process.environment = env
+        let out = Pipe()
+        let err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let deadline = DispatchTime.now() + timeout
+        let done = DispatchSemaphore(value: 0)
+        var outData = Data()
+        var errData = Data()
+        let group = DispatchGroup()
+        group.enter()
+        DispatchQueue.global().async {
+            outData = out.fileHandleForReading.readDataToEndOfFile()
+            group.leave()
+        }
+        group.enter()
+        DispatchQueue.global().async {
+            errData = err.fileHandleForReading.readDataToEndOfFile()
+            group.leave()
+        }
+        DispatchQueue.global().async {
+            process.waitUntilExit()
+            done.signal()
+        }
+        if done.wait(timeout: deadline) == .timedOut {
+            process.terminate()
+            _ = done.wait(timeout: .now() + 5)
+            throw MissingTestData(description: "medusa-worker \(arguments.joined(separator: " ")) did not finish in \(timeout) s")
+        }
+        group.wait()
+        return Result(status: process.terminationStatus,
+                      stdout: String(decoding: outData, as: UTF8.self),
+                      stderr: String(decoding: errData, as: UTF8.self))
+    }
+}

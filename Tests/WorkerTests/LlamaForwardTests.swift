@@ -1,0 +1,236 @@
+import Foundation
+import TestSupport
+import Testing
+@testable import Worker
+
+/// The forward pass against a straightforward reference, and the properties Medusa relies on:
+/// one token's result does not depend on the step it is computed in.
+@Suite struct LlamaForwardTests {
+    /// Builds a synthetic model file and loads it.
+    static func load(_ config: LlamaConfig = SyntheticLlama.smallConfig, type: TensorType = .f32, tied: Bool = true,
+                     threads: Int = 2, context: Int = 128, maxStep: Int = 64) throws -> (SyntheticLlama, LlamaModel) {
+        var synthetic = SyntheticLlama(config: config, weightType: type, seed: 7)
+        let path = try makeTemporaryDirectory() + "/tiny.gguf"
+        try synthetic.write(to: path, tiedEmbeddings: tied)
+        let gguf = try GGUFFile(path: path)
+        let model = try LlamaModel(gguf: gguf, contextLength: context, maxStepTokens: maxStep, threads: threads)
+        return (synthetic, model)
+    }
+
+    /// Causal forward over `tokens` from an empty cache; logits of every row.
+    static func causalLogits(_ model: LlamaModel, _ tokens: [Int32]) throws -> [[Float]] {
+        model.cache.reset()
+        let hidden = try forward(model, tokens, positions: tokens.indices.map { Int32($0) }, mask: .causal(tokens.count))
+        model.cache.commit(count: tokens.count)
+        return logits(model, hidden, rows: tokens.count)
+    }
+
+    static func forward(_ model: LlamaModel, _ tokens: [Int32], positions: [Int32], mask: TreeMask) throws -> [Float] {
+        try tokens.withUnsafeBufferPointer { t in
+            try positions.withUnsafeBufferPointer { p in
+                Array(try model.forward(tokens: t, positions: p, mask: mask))
+            }
+        }
+    }
+
+    static func logits(_ model: LlamaModel, _ hidden: [Float], rows: Int) -> [[Float]] {
+        let v = model.config.vocabularySize
+        var out = [Float](repeating: 0, count: rows * v)
+        hidden.withUnsafeBufferPointer { h in
+            out.withUnsafeMutableBufferPointer { model.logits(hidden: h.baseAddress!, rows: rows, into: $0.baseAddress!) }
+        }
+        return (0..<rows).map { Array(out[($0 * v)..<(($0 + 1) * v)]) }
+    }
+
+    static let prompt: [Int32] = [72, 101, 108, 108, 111, 44, 32, 119, 111, 114, 108, 100, 33, 256, 10, 3, 299, 150]
+
+    @Test(arguments: [true, false])
+    func matchesReferenceForward(tied: Bool) throws {
+        let (synthetic, model) = try Self.load(tied: tied)
+        let ours = try Self.causalLogits(model, Self.prompt)
+        let reference = synthetic.referenceLogits(Self.prompt, tiedEmbeddings: tied)
+        var worst = 0.0
+        for (row, refRow) in zip(ours, reference) {
+            for (a, b) in zip(row, refRow) { worst = max(worst, abs(Double(a) - b) / max(1, abs(b))) }
+        }
+        #expect(worst < 1e-4, "largest relative logit difference \(worst)")
+    }
+
+    @Test func groupedQueryAndMultiHeadAttentionAndPartialRope() throws {
+        for config in [
+            LlamaConfig(layerCount: 1, hiddenSize: 48, intermediateSize: 64, headCount: 3, kvHeadCount: 3,
+                        contextLength: 64, vocabularySize: 260),
+            LlamaConfig(layerCount: 2, hiddenSize: 64, intermediateSize: 64, headCount: 8, kvHeadCount: 1,
+                        ropeDimensionCount: 4, ropeFrequencyBase: 500000, contextLength: 64, vocabularySize: 270),
+        ] {
+            let (synthetic, model) = try Self.load(config)
+            let ours = try Self.causalLogits(model, Array(Self.prompt.prefix(9)).map { $0 % 260 })
+            let reference = synthetic.referenceLogits(Array(Self.prompt.prefix(9)).map { $0 % 260 })
+            for (row, refRow) in zip(ours, reference) {
+                for (a, b) in zip(row, refRow) { #expect(abs(Double(a) - b) <= 1e-4 * max(1, abs(b))) }
+            }
+        }
+    }
+
+    @Test(arguments: [TensorType.f16, .bf16, .q8_0, .q4_0, .q4_1])
+    func quantizedWeightsFollowTheReference(type: TensorType) throws {
+        let (synthetic, model) = try Self.load(type: type)
+        let ours = try Self.causalLogits(model, Self.prompt)
+        let reference = synthetic.referenceLogits(Self.prompt)
+        var worst = 0.0
+        var agreeingArgmax = 0
+        for (row, refRow) in zip(ours, reference) {
+            for (a, b) in zip(row, refRow) { worst = max(worst, abs(Double(a) - b) / max(1, abs(b))) }
+            if row.indices.max(by: { row[$0] < row[$1] }) == refRow.indices.max(by: { refRow[$0] < refRow[$1] }) {
+                agreeingArgmax += 1
+            }
+        }
+        // The reference uses the same dequantized weights; what differs is the kernels' arithmetic
+        // on activations, which may round them to 8 bits as llama.cpp does.
+        #expect(worst < 2e-2, "\(type): largest relative logit difference \(worst)")
+        #expect(agreeingArgmax >= Self.prompt.count - 1, "\(type): argmax agrees on \(agreeingArgmax)/\(Self.prompt.count) rows")
+    }
+
+    @Test(arguments: [TensorType.f32, .q4_1, .q8_0])
+    func tokenByTokenEqualsOnePrefillBitForBit(type: TensorType) throws {
+        let (_, model) = try Self.load(type: type)
+        let all = try Self.causalLogits(model, Self.prompt)
+        model.cache.reset()
+        for (i, token) in Self.prompt.enumerated() {
+            let hidden = try Self.forward(model, [token], positions: [Int32(i)], mask: .causal(1))
+            model.cache.commit(count: 1)
+            #expect(Self.logits(model, hidden, rows: 1)[0] == all[i], "row \(i) differs")
+        }
+    }
+
+    @Test func prefillSplitIntoStepsEqualsOneStep() throws {
+        let (_, model) = try Self.load(maxStep: 5)
+        let (_, big) = try Self.load(maxStep: 64)
+        let whole = try Self.causalLogits(big, Self.prompt)
+        model.cache.reset()
+        var start = 0
+        while start < Self.prompt.count {
+            let end = min(start + 5, Self.prompt.count)
+            let chunk = Array(Self.prompt[start..<end])
+            let hidden = try Self.forward(model, chunk, positions: (start..<end).map { Int32($0) }, mask: .causal(chunk.count))
+            model.cache.commit(count: chunk.count)
+            #expect(Self.logits(model, hidden, rows: chunk.count) == Array(whole[start..<end]))
+            start = end
+        }
+    }
+
+    /// A candidate tree verified in one step gives every node the logits it would get if its
+    /// root-to-node path were decoded token by token; committing a path keeps exactly its KV.
+    @Test(arguments: [TensorType.f32, .q4_1])
+    func treeStepMatchesDecodingEachPath(type: TensorType) throws {
+        let (_, model) = try Self.load(type: type)
+        let prefix: [Int32] = Array(Self.prompt.prefix(6))
+        //      tree:  0:a ─ 1:b ─ 3:d
+        //              └─ 2:c ─ 4:e ─ 5:f
+        let treeTokens: [Int32] = [40, 41, 42, 43, 44, 45]
+        let parents = [-1, 0, 0, 1, 2, 4]
+        let depth = [0, 1, 1, 2, 2, 3]
+        _ = try Self.causalLogits(model, prefix)
+        let base = Int32(prefix.count)
+        let hidden = try Self.forward(model, treeTokens, positions: depth.map { base + Int32($0) }, mask: TreeMask(parents: parents))
+        let treeLogits = Self.logits(model, hidden, rows: treeTokens.count)
+
+        for node in treeTokens.indices {
+            var path: [Int] = []
+            var p = node
+            while p >= 0 { path.insert(p, at: 0); p = parents[p] }
+            let sequential = try Self.causalLogits(model, prefix + path.map { treeTokens[$0] })
+            #expect(sequential.last! == treeLogits[node], "node \(node) differs from its path decoded alone")
+        }
+
+        // Accept path 0 → 2 → 4, then decode one more token: same as decoding that sequence.
+        _ = try Self.causalLogits(model, prefix)
+        _ = try Self.forward(model, treeTokens, positions: depth.map { base + Int32($0) }, mask: TreeMask(parents: parents))
+        model.cache.commit(kept: [0, 2, 4])
+        #expect(model.cache.committed == prefix.count + 3)
+        let next = try Self.forward(model, [7], positions: [Int32(model.cache.committed)], mask: .causal(1))
+        let afterCommit = Self.logits(model, next, rows: 1)[0]
+        let expected = try Self.causalLogits(model, prefix + [40, 42, 44, 7]).last!
+        #expect(afterCommit == expected)
+    }
+
+    @Test func threadCountDoesNotChangeResults() throws {
+        let (_, one) = try Self.load(threads: 1)
+        let (_, three) = try Self.load(threads: 3)
+        #expect(try Self.causalLogits(one, Self.prompt) == Self.causalLogits(three, Self.prompt))
+    }
+
+    @Test func badStepsAreRefused() throws {
+        let (_, model) = try Self.load(context: 16, maxStep: 8)
+        #expect(throws: ModelError.tokenOutOfRange(token: 300, vocabularySize: 300)) {
+            _ = try Self.forward(model, [1, 300], positions: [0, 1], mask: .causal(2))
+        }
+        #expect(throws: ModelError.stepTooLarge(tokens: 9, maximum: 8)) {
+            _ = try Self.forward(model, [Int32](repeating: 1, count: 9), positions: (0..<9).map { Int32($0) }, mask: .causal(9))
+        }
+        #expect(throws: ModelError.mismatchedStep(tokens: 2, positions: 1, maskSize: 2)) {
+            _ = try Self.forward(model, [1, 2], positions: [0], mask: .causal(2))
+        }
+        for i in 0..<2 {
+            _ = try Self.forward(model, [Int32](repeating: 1, count: 8), positions: (0..<8).map { Int32(8 * i + $0) }, mask: .causal(8))
+            model.cache.commit(count: 8)
+        }
+        #expect(throws: ModelError.contextFull(committed: 16, adding: 1, capacity: 16)) {
+            _ = try Self.forward(model, [1], positions: [16], mask: .causal(1))
+        }
+    }
+
+    @Test func contextIsClampedToTheModels() throws {
+        let (_, model) = try Self.load(context: 100_000)
+        #expect(model.contextLength == SyntheticLlama.smallConfig.contextLength)
+    }
+
+    @Test func missingTensorsAndWrongShapesAreNamed() throws {
+        var synthetic = SyntheticLlama(config: SyntheticLlama.smallConfig, seed: 3)
+        let dir = try makeTemporaryDirectory()
+        try synthetic.write(to: dir + "/ok.gguf")
+        // Rewrite the file without one tensor, and with one tensor of the wrong shape.
+        let ok = try GGUFFile(path: dir + "/ok.gguf")
+        func rewrite(_ name: String, transform: (GGUFTensorInfo) -> GGUFWriter.Tensor?) throws -> String {
+            var w = GGUFWriter()
+            for key in ok.metadataKeys { w.set(key, ok.metadata[key]!) }
+            for t in ok.tensors {
+                if let replaced = transform(t) { w.tensors.append(replaced) }
+            }
+            let path = dir + "/\(name).gguf"
+            try w.write(to: path)
+            return path
+        }
+        let missing = try rewrite("missing") { t in
+            t.name == "blk.1.ffn_up.weight" ? nil : GGUFWriter.Tensor(name: t.name, dimensions: t.dimensions, type: t.type, data: Array(ok.data(of: t)))
+        }
+        #expect(throws: WeightFileError(path: missing, problem: .missingTensor("blk.1.ffn_up.weight"))) {
+            _ = try LlamaModel(gguf: GGUFFile(path: missing), threads: 1)
+        }
+        let misshapen = try rewrite("misshapen") { t in
+            t.name == "blk.0.attn_k.weight"
+                ? GGUFWriter.Tensor(name: t.name, dimensions: [64, 16], type: .f32, data: [UInt8](repeating: 0, count: 64 * 16 * 4))
+                : GGUFWriter.Tensor(name: t.name, dimensions: t.dimensions, type: t.type, data: Array(ok.data(of: t)))
+        }
+        #expect(throws: WeightFileError(path: misshapen, problem: .shapeMismatch(tensor: "blk.0.attn_k.weight", expected: [64, 32], found: [64, 16]))) {
+            _ = try LlamaModel(gguf: GGUFFile(path: misshapen), threads: 1)
+        }
+    }
+
+    @Test func missingHyperParametersAreNamed() throws {
+        var w = GGUFWriter()
+        w.set("general.architecture", .string("llama"))
+        w.set("llama.block_count", .uint32(1))
+        let path = try makeTemporaryDirectory() + "/nokeys.gguf"
+        try w.write(to: path)
+        #expect(throws: WeightFileError(path: path, problem: .missingKey("llama.attention.head_count"))) {
+            _ = try LlamaConfig(gguf: GGUFFile(path: path))
+        }
+        var other = GGUFWriter()
+        other.set("general.architecture", .string("gpt2"))
+        try other.write(to: path)
+        #expect(throws: WeightFileError(path: path, problem: .unsupportedArchitecture("gpt2"))) {
+            _ = try LlamaConfig(gguf: GGUFFile(path: path))
+        }
+    }
+}
