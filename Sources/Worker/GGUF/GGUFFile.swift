@@ -273,8 +273,10 @@ struct ByteReader {
         let start = offset
         let n = try read(UInt64.self, what: what)
         guard n <= UInt64(remaining / max(minimumElementSize, 1)) else {
+            // Saturate: the wrapped product of an absurd count (2^60 x 32) would report "needs 0 bytes".
+            let (needed, overflow) = n.multipliedReportingOverflow(by: UInt64(minimumElementSize))
             throw WeightFileError(path: path, problem: .truncated(
-                what: "\(what) of \(n)", offset: start, needed: Int(clamping: n.multipliedReportingOverflow(by: UInt64(minimumElementSize)).partialValue),
+                what: "\(what) of \(n)", offset: start, needed: overflow ? Int.max : Int(clamping: needed),
                 available: remaining))
         }
         return Int(n)

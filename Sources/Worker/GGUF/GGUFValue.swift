@@ -48,6 +48,7 @@ public enum GGUFValue: Sendable, Equatable {
         switch self {
         case .float32(let v): Double(v)
         case .float64(let v): v
+        case .uint64(let v): Double(v)  // also above Int.max, where `integer` is nil
         default: integer.map(Double.init)
         }
     }
@@ -116,6 +117,7 @@ public enum GGUFArray: Sendable, Equatable {
         switch self {
         case .float32(let a): a
         case .float64(let a): a.map(Float.init)
+        case .uint64(let a): a.map(Float.init)  // also above Int.max, where `integers` is nil
         default: integers?.map(Float.init)
         }
     }

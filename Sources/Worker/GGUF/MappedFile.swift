@@ -13,7 +13,9 @@ public final class MappedFile: @unchecked Sendable {
 
     public init(path: String) throws(WeightFileError) {
         self.path = path
-        let fd = open(path, O_RDONLY)
+        // O_NONBLOCK: opening a FIFO with no writer would otherwise block forever before the
+        // regular-file check below can reject it. It changes nothing for regular files.
+        let fd = open(path, O_RDONLY | O_NONBLOCK)
         guard fd >= 0 else {
             throw WeightFileError(path: path, problem: .cannotOpen(reason: String(cString: strerror(errno))))
         }
