@@ -1,0 +1,61 @@
+/// Multiplies activation rows by a weight matrix: the one kernel entry point of the forward pass.
+public enum MatMul {
+    /// `y[i * yStride + r] = sum_c x[i * xStride + c] * W[r, c]` for i in 0..<n, r in 0..<w.rows.
+    ///
+    /// Output rows are split across `pool`. Each output value is computed by one thread with the same
+    /// operations in the same order whatever `n` and the split are (batch invariance).
+    public static func multiply(
+        _ w: WeightMatrix, x: UnsafePointer<Float>, xStride: Int, n: Int,
+        y: UnsafeMutablePointer<Float>, yStride: Int, pool: ThreadPool
+    ) {
+        precondition(n >= 0 && xStride >= w.columns && (n <= 1 || yStride >= w.rows), "bad strides")
+        guard n > 0, w.rows > 0 else { return }
+        let chunk = rowsPerTask(rows: w.rows, threads: pool.threadCount)
+        let tasks = (w.rows + chunk - 1) / chunk
+        pool.runWithThreadIndex(taskCount: tasks) { task, thread in
+            let rows = task * chunk..<min(w.rows, (task + 1) * chunk)
+            let scratch = pool.scratch(thread: thread, bytes: 4 * w.columns).assumingMemoryBound(to: Float.self)
+            for r in rows {
+                Dequantize.row(w.type, w.row(r), count: w.columns, into: scratch)
+                for i in 0..<n {
+                    y[i * yStride + r] = FloatDot.dot(scratch, x + i * xStride, count: w.columns)
+                }
+            }
+        }
+    }
+
+    /// Rows per task: a few tasks per thread for load balance, none too small to be worth a dispatch.
+    static func rowsPerTask(rows: Int, threads: Int) -> Int {
+        guard threads > 1 else { return rows }
+        let target = (rows + 4 * threads - 1) / (4 * threads)
+        return max(16, (target + 7) / 8 * 8)
+    }
+}
+
+/// fp32 dot products with one fixed summation order.
+enum FloatDot {
+    /// Four 8-lane accumulators over 32-value steps, then 8-value steps into the first, then a scalar
+    /// tail; the lanes are combined in `SIMDSupport.sum`'s order and the tail added last.
+    @inline(__always)
+    static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int) -> Float {
+        var acc0 = SIMD8<Float>(), acc1 = SIMD8<Float>(), acc2 = SIMD8<Float>(), acc3 = SIMD8<Float>()
+        var c = 0
+        while c + 32 <= count {
+            acc0.addProduct(SIMDSupport.load8(a + c), SIMDSupport.load8(b + c))
+            acc1.addProduct(SIMDSupport.load8(a + c + 8), SIMDSupport.load8(b + c + 8))
+            acc2.addProduct(SIMDSupport.load8(a + c + 16), SIMDSupport.load8(b + c + 16))
+            acc3.addProduct(SIMDSupport.load8(a + c + 24), SIMDSupport.load8(b + c + 24))
+            c += 32
+        }
+        while c + 8 <= count {
+            acc0.addProduct(SIMDSupport.load8(a + c), SIMDSupport.load8(b + c))
+            c += 8
+        }
+        var tail: Float = 0
+        while c < count {
+            tail.addProduct(a[c], b[c])
+            c += 1
+        }
+        return SIMDSupport.sum((acc0 + acc1) + (acc2 + acc3)) + tail
+    }
+}

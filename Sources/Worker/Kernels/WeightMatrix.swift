@@ -1,0 +1,70 @@
+/// A weight matrix of `rows` output features by `columns` input features, stored row by row in one
+/// `TensorType` (GGML layout: a row is `columns / blockSize` consecutive blocks).
+///
+/// Row r starts at `base + r * rowStride`. The matrix does not own its bytes; `owner` keeps the
+/// mapping or allocation alive. Immutable and read-only, so it may be shared across threads.
+public struct WeightMatrix: @unchecked Sendable {
+    public let type: TensorType
+    /// Output features.
+    public let rows: Int
+    /// Input features; a multiple of `type.blockSize`.
+    public let columns: Int
+    /// Bytes between the starts of consecutive rows (>= `type.rowBytes(columns)`).
+    public let rowStride: Int
+    public let base: UnsafeRawPointer
+    /// Keeps the memory behind `base` alive.
+    public let owner: AnyObject?
+
+    public init(
+        type: TensorType, rows: Int, columns: Int, base: UnsafeRawPointer, rowStride: Int? = nil,
+        owner: AnyObject?
+    ) {
+        precondition(rows >= 0 && columns >= 0, "negative matrix shape \(rows) x \(columns)")
+        precondition(
+            columns % type.blockSize == 0,
+            "\(type) matrix needs columns in multiples of \(type.blockSize), got \(columns)")
+        let stride = rowStride ?? type.rowBytes(columns)
+        precondition(stride >= type.rowBytes(columns), "row stride \(stride) shorter than a row")
+        self.type = type
+        self.rows = rows
+        self.columns = columns
+        self.rowStride = stride
+        self.base = base
+        self.owner = owner
+    }
+
+    /// Bytes of one row's payload (without padding up to `rowStride`).
+    public var rowBytes: Int { type.rowBytes(columns) }
+
+    /// Start of row `r`.
+    @inline(__always)
+    public func row(_ r: Int) -> UnsafeRawPointer { base + r * rowStride }
+
+    /// The contiguous output rows `range` (a column-parallel shard).
+    public func rowSlice(_ range: Range<Int>) -> WeightMatrix {
+        precondition(range.lowerBound >= 0 && range.upperBound <= rows, "rows \(range) outside 0..<\(rows)")
+        return WeightMatrix(
+            type: type, rows: range.count, columns: columns, base: base + range.lowerBound * rowStride,
+            rowStride: rowStride, owner: owner)
+    }
+
+    /// The input columns `range` of every row (a row-parallel shard). Both ends must sit on block
+    /// boundaries, so a quantization block never straddles two shards.
+    public func columnSlice(_ range: Range<Int>) -> WeightMatrix {
+        precondition(
+            range.lowerBound >= 0 && range.upperBound <= columns, "columns \(range) outside 0..<\(columns)")
+        precondition(
+            range.lowerBound % type.blockSize == 0 && range.upperBound % type.blockSize == 0,
+            "column slice \(range) of a \(type) matrix must be aligned to \(type.blockSize)-value blocks")
+        return WeightMatrix(
+            type: type, rows: rows, columns: range.count, base: base + type.rowBytes(range.lowerBound),
+            rowStride: rowStride, owner: owner)
+    }
+
+    /// Writes row `row` as `columns` fp32 values; exact (every format's values are fp32-representable
+    /// products as the reference dequantizer computes them). Used for embedding lookup.
+    public func dequantizeRow(_ row: Int, into destination: UnsafeMutablePointer<Float>) {
+        precondition(row >= 0 && row < rows, "row \(row) outside 0..<\(rows)")
+        Dequantize.row(type, self.row(row), count: columns, into: destination)
+    }
+}

@@ -1,0 +1,82 @@
+import Testing
+@testable import Worker
+
+@Suite("MatMul")
+struct KernelMatMulTests {
+    /// Allowed |fast - reference| for one output: fp32 accumulation error, relative to sum |x * w|.
+    static func tolerance(_ type: TensorType, _ x: ArraySlice<Float>, _ w: ArraySlice<Float>) -> Double {
+        var magnitude = 0.0
+        for (a, b) in zip(x, w) { magnitude += abs(Double(a) * Double(b)) }
+        return 1e-5 * magnitude + 1e-30
+    }
+
+    static func check(_ w: WeightMatrix, _ x: [Float], n: Int, _ y: [Float], label: String) {
+        let reference = ReferenceKernels.multiply(w, x: x, n: n)
+        for r in 0..<w.rows {
+            var row = [Float](repeating: 0, count: w.columns)
+            row.withUnsafeMutableBufferPointer { w.dequantizeRow(r, into: $0.baseAddress!) }
+            for i in 0..<n {
+                let error = abs(Double(y[i * w.rows + r]) - Double(reference[i * w.rows + r]))
+                let allowed = tolerance(w.type, x[(i * w.columns)..<((i + 1) * w.columns)], row[...])
+                #expect(error <= allowed, "\(label) row \(r) input \(i): error \(error) > \(allowed)")
+            }
+        }
+    }
+
+    @Test("matches the reference on odd shapes", arguments: KernelTestData.formats)
+    func matchesReference(type: TensorType) {
+        var rng = SplitMix64(seed: 0x3a7 ^ UInt64(type.rawValue))
+        let pool = KernelTestData.pool(2)
+        let shapes = [(1, 32), (7, 64), (13, 96), (67, 576), (9, 4096), (45, 1536)]
+        for (rows, columns) in shapes {
+            let w = KernelTestData.matrix(type, rows: rows, columns: columns, &rng, padding: rows % 3 * 2)
+            for n in 1...9 {
+                let x = KernelTestData.floats(n * columns, &rng, scale: 2)
+                let y = KernelTestData.multiply(w, x, n: n, pool: pool)
+                Self.check(w, x, n: n, y, label: "\(type) \(rows)x\(columns) n=\(n)")
+            }
+        }
+    }
+
+    @Test("F32/F16/BF16 accept columns that are not multiples of 8", arguments: [TensorType.f32, .f16, .bf16])
+    func oddColumns(type: TensorType) {
+        var rng = SplitMix64(seed: 0x0dd ^ UInt64(type.rawValue))
+        let pool = KernelTestData.pool(3)
+        for columns in [1, 5, 33, 77] {
+            let w = KernelTestData.matrix(type, rows: 5, columns: columns, &rng)
+            let x = KernelTestData.floats(3 * columns, &rng)
+            Self.check(w, x, n: 3, KernelTestData.multiply(w, x, n: 3, pool: pool), label: "\(type) 5x\(columns)")
+        }
+    }
+
+    @Test("honours strides and leaves the gaps alone", arguments: KernelTestData.formats)
+    func strides(type: TensorType) {
+        var rng = SplitMix64(seed: 0x57d ^ UInt64(type.rawValue))
+        let pool = KernelTestData.pool(2)
+        let (rows, columns, n, xStride, yStride) = (19, 128, 5, 160, 23)
+        let w = KernelTestData.matrix(type, rows: rows, columns: columns, &rng)
+        let x = KernelTestData.floats(n * xStride, &rng)
+        var y = [Float](repeating: -7, count: n * yStride)
+        x.withUnsafeBufferPointer { xp in
+            y.withUnsafeMutableBufferPointer { yp in
+                MatMul.multiply(w, x: xp.baseAddress!, xStride: xStride, n: n, y: yp.baseAddress!, yStride: yStride, pool: pool)
+            }
+        }
+        var packedX = [Float]()
+        for i in 0..<n { packedX += x[(i * xStride)..<(i * xStride + columns)] }
+        let packed = KernelTestData.multiply(w, packedX, n: n, pool: pool)
+        for i in 0..<n {
+            #expect(Array(y[(i * yStride)..<(i * yStride + rows)]) == Array(packed[(i * rows)..<((i + 1) * rows)]))
+            #expect(y[(i * yStride + rows)..<((i + 1) * yStride)].allSatisfy { $0 == -7 })
+        }
+    }
+
+    @Test("n = 0 and empty shards do nothing")
+    func empty() {
+        var rng = SplitMix64(seed: 1)
+        let pool = KernelTestData.pool(2)
+        let w = KernelTestData.matrix(.q4_1, rows: 4, columns: 64, &rng)
+        #expect(KernelTestData.multiply(w, [], n: 0, pool: pool).isEmpty)
+        #expect(KernelTestData.multiply(w.rowSlice(2..<2), [Float](repeating: 1, count: 64), n: 1, pool: pool).isEmpty)
+    }
+}
