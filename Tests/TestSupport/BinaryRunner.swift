@@ -37,36 +37,33 @@ public struct BinaryRunner {
         var env = ProcessInfo.processInfo.environment
         for (k, v) in environment { env[k] = v }
         process.environment = env
-        let out = Pipe()
-        let err = Pipe()
+        // Output goes to files (no pipe buffers to drain while waiting).
+        let dir = try makeTemporaryDirectory()
+        let outPath = dir + "/stdout", errPath = dir + "/stderr"
+        FileManager.default.createFile(atPath: outPath, contents: nil)
+        FileManager.default.createFile(atPath: errPath, contents: nil)
+        let out = try FileHandle(forWritingTo: URL(fileURLWithPath: outPath))
+        let err = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
+        defer {
+            try? out.close()
+            try? err.close()
+            try? FileManager.default.removeItem(atPath: dir)
+        }
         process.standardOutput = out
         process.standardError = err
         try process.run()
-        let deadline = DispatchTime.now() + timeout
-        let done = DispatchSemaphore(value: 0)
-        var outData = Data()
-        var errData = Data()
-        let group = DispatchGroup()
-        group.enter()
-        DispatchQueue.global().async {
-            outData = out.fileHandleForReading.readDataToEndOfFile()
-            group.leave()
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning {
+            if Date() > deadline {
+                process.terminate()
+                process.waitUntilExit()
+                throw MissingTestData(description: "medusa-worker \(arguments.joined(separator: " ")) did not finish in \(timeout) s")
+            }
+            usleep(10_000)
         }
-        group.enter()
-        DispatchQueue.global().async {
-            errData = err.fileHandleForReading.readDataToEndOfFile()
-            group.leave()
-        }
-        DispatchQueue.global().async {
-            process.waitUntilExit()
-            done.signal()
-        }
-        if done.wait(timeout: deadline) == .timedOut {
-            process.terminate()
-            _ = done.wait(timeout: .now() + 5)
-            throw MissingTestData(description: "medusa-worker \(arguments.joined(separator: " ")) did not finish in \(timeout) s")
-        }
-        group.wait()
+        process.waitUntilExit()
+        let outData = FileManager.default.contents(atPath: outPath) ?? Data()
+        let errData = FileManager.default.contents(atPath: errPath) ?? Data()
         return Result(status: process.terminationStatus,
                       stdout: String(decoding: outData, as: UTF8.self),
                       stderr: String(decoding: errData, as: UTF8.self))
