@@ -32,9 +32,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # --- Python packages for the reference scripts -----------------------------------------------
-if ! python3 -c 'import numpy, gguf' >/dev/null 2>&1; then
-    say "installing numpy and gguf"
-    python3 -m pip install -q numpy gguf
+if ! python3 -c 'import numpy, gguf, importlib.metadata as m; assert m.version("gguf") == "0.19.0"' >/dev/null 2>&1; then
+    say "installing numpy and gguf==0.19.0"
+    python3 -m pip install -q numpy gguf==0.19.0
 fi
 
 sha_ok() { [ -f "$1" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$2" ]; }

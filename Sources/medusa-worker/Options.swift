@@ -35,7 +35,7 @@ func reportingErrors<T>(_ body: () throws -> T) throws -> T {
     } catch let error as CleanExit {
         throw error
     } catch {
-        let text = (error as? CustomStringConvertible)?.description ?? "\(error)"
+        let text = "\(error)"
         FileHandle.standardError.write(Data("error: \(text)\n".utf8))
         throw ExitCode.failure
     }

@@ -34,7 +34,7 @@ import Worker
     @Test func samplingIsReproducibleWithASeed() throws {
         let model = try Self.tinyModel()
         let args = ["generate", "--model", model, "--prompt", "Hi", "--max-tokens", "10", "--ignore-eos",
-                    "--temperature", "1.5", "--top-k", "0", "--top-p", "1", "--json"]
+                    "--temperature", "50", "--top-k", "0", "--top-p", "1", "--json"]
         let a = try BinaryRunner.run(args + ["--seed", "5"])
         let b = try BinaryRunner.run(args + ["--seed", "5"])
         let c = try BinaryRunner.run(args + ["--seed", "6"])
@@ -98,5 +98,50 @@ import Worker
         let text = json["text"] as? String ?? ""
         #expect(text.contains("Paris"), "answer was: \(text)")
         #expect(json["prompt_tokens"] as? Int == 37)
+    }
+}
+
+/// SmolLM2's perplexity against the independent numpy forward (scripts/reference_forward.py).
+@Suite struct ReferencePerplexityTests {
+    @Test func smolLM2PerplexityMatchesTheNumpyReference() throws {
+        guard let model = try TestData.model() else { return }
+        let text = TestData.repositoryRoot + "/Tests/Data/perplexity.txt"
+        let ids = try BinaryRunner.run(["tokenize", "--model", model, "--file", text, "--json"])
+        #expect(ids.status == 0, "\(ids.stderr)")
+        let tokens = try ids.json()["token_ids"] as? [Int] ?? []
+        #expect(tokens.count > 512)
+        let tokenFile = try makeTemporaryDirectory() + "/tokens.json"
+        try JSONSerialization.data(withJSONObject: tokens).write(to: URL(fileURLWithPath: tokenFile))
+
+        let reference = try PythonRunner.run([TestData.repositoryRoot + "/scripts/reference_forward.py", model,
+                                              "--perplexity", "--tokens", tokenFile, "--ctx", "128", "--chunks", "4"])
+        let referencePPL = reference["ppl"] as? Double ?? .nan
+
+        let ours = try BinaryRunner.run(["perplexity", "--model", model, "--file", text, "--ctx", "128",
+                                         "--chunks", "4", "--json"])
+        #expect(ours.status == 0, "\(ours.stderr)")
+        let json = try ours.json()
+        let ppl = json["ppl"] as? Double ?? .nan
+        #expect(json["tokens_scored"] as? Int == reference["tokens_scored"] as? Int)
+        #expect(abs(ppl - referencePPL) / referencePPL < 0.01, "ours \(ppl), numpy reference \(referencePPL)")
+    }
+}
+
+/// Runs a Python script that prints one JSON object.
+enum PythonRunner {
+    static func run(_ arguments: [String]) throws -> [String: Any] {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3"] + arguments
+        let out = Pipe()
+        process.standardOutput = out
+        try process.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0,
+              let object = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+            throw MissingTestData(description: "python3 \(arguments.joined(separator: " ")) failed (status \(process.terminationStatus)): \(String(decoding: data, as: UTF8.self))")
+        }
+        return object
     }
 }

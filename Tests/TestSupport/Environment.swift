@@ -26,6 +26,8 @@ public enum TestData {
     }
 }
 
+/// A test's precondition on its environment that does not hold, or a helper process that failed.
 public struct MissingTestData: Error, CustomStringConvertible {
     public var description: String
+    public init(description: String) { self.description = description }
 }
