@@ -140,8 +140,9 @@ public func defaultSystemMessage(inTemplate template: String) -> String? {
             search = rest
             guard let end = rest.firstRange(of: "<|im_end|>") else { break }
             let body = rest[..<end.lowerBound]
-            // Text built from variables ("' + message['content'] + '") is not a literal.
-            if !body.isEmpty && !body.contains(where: { "'\"{}".contains($0) }) {
+            // Text built from variables ("' + message['content'] + '") is not a literal: it
+            // holds an unescaped quote or a brace.
+            if !body.isEmpty && !hasUnescapedSyntax(body) {
                 return unescapeJinja(body)
             }
         }
@@ -173,6 +174,21 @@ public func defaultSystemMessage(inTemplate template: String) -> String? {
         }
     }
     return nil
+}
+
+/// Whether `text` holds a quote or brace that is not escaped with a backslash.
+private func hasUnescapedSyntax(_ text: Substring) -> Bool {
+    var escaped = false
+    for ch in text {
+        if escaped {
+            escaped = false
+        } else if ch == "\\" {
+            escaped = true
+        } else if ch == "'" || ch == "\"" || ch == "{" || ch == "}" {
+            return true
+        }
+    }
+    return false
 }
 
 /// Undoes the escapes of a jinja string literal.
