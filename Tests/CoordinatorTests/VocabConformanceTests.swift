@@ -5,7 +5,7 @@ import Testing
 /// llama.cpp's tokenizer conformance files: `ggml-vocab-<name>.gguf.inp` holds inputs separated by
 /// "\n__ggml_vocab_test__\n", `.gguf.out` the expected ids, one line per input (see llama.cpp's
 /// tests/test-tokenizer-0.cpp). llama.cpp tokenizes them with add_special and parse_special off.
-@Suite(.enabled(if: TestData.vocabTestsEnabled, "MEDUSA_VOCAB_DIR unset and MEDUSA_ALLOW_MISSING_DATA=1"))
+@Suite
 struct VocabConformanceTests {
     struct Case {
         var input: String
@@ -41,7 +41,7 @@ struct VocabConformanceTests {
         }
     }
 
-    @Test(arguments: ["gpt-2", "llama-spm", "llama-bpe"])
+    @Test(arguments: ["gpt-2", "llama-spm", "llama-bpe", "mpt", "starcoder", "refact", "command-r", "phi-3"])
     func matchesLlamaCpp(vocab: String) throws {
         let path = try TestData.requireVocab(vocab)
         let tokenizer = try TestData.tokenizer(path: path)
@@ -59,7 +59,7 @@ struct VocabConformanceTests {
         #expect(passed == cases.count, "\(vocab): \(passed)/\(cases.count) inputs match llama.cpp")
     }
 
-    @Test(arguments: ["gpt-2", "llama-spm", "llama-bpe"])
+    @Test(arguments: ["gpt-2", "llama-spm", "llama-bpe", "mpt", "starcoder", "refact", "command-r", "phi-3"])
     func decodeRoundTrips(vocab: String) throws {
         let path = try TestData.requireVocab(vocab)
         let tokenizer = try TestData.tokenizer(path: path)

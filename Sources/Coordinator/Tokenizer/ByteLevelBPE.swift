@@ -25,60 +25,88 @@ struct ByteLevelBPE: Sendable {
         self.configuration = configuration
         preTokenizer = PreTokenizer(kind: configuration.kind)
 
-        var pieces = ByteStringTable(expectedCount: mergeStrings.count + 256)
+        var pieces = ByteStringTable(expectedCount: mergeStrings.count + 512)
         for b in 0..<256 {
             pieces.set(Int32(b), for: [UInt8(b)])
         }
-        func intern(_ bytes: [UInt8]) -> Int32 {
-            bytes.withUnsafeBufferPointer { buf in
-                let next = Int32(pieces.count)
-                return pieces.valueInserting(buf) { next }
-            }
+        func intern(_ bytes: UnsafeBufferPointer<UInt8>) -> Int32 {
+            let next = Int32(pieces.count)
+            return pieces.valueInserting(bytes) { next }
         }
 
+        // Scratch for one merge's raw bytes: the left side, then the right side, so that the
+        // merged string is the two together.
+        let longest = max(vocabulary.texts.lazy.map(\.count).max() ?? 0, mergeStrings.lazy.map(\.utf8.count).max() ?? 0)
+        var raw = [UInt8](repeating: 0, count: longest)
         var merges: [UInt64: UInt64] = [:]
         merges.reserveCapacity(mergeStrings.count)
         for (rank, merge) in mergeStrings.enumerated() {
             // "left right": split at the first space after the first byte (as llama.cpp). A merge
             // whose sides are not byte-level text can never apply and is skipped.
-            let utf8 = Array(merge.utf8)
-            guard utf8.count >= 3, let space = utf8[1...].firstIndex(of: 0x20),
-                  let left = Self.rawBytes(ofByteLevelText: utf8[..<space]),
-                  let right = Self.rawBytes(ofByteLevelText: utf8[(space + 1)...]),
-                  !left.isEmpty, !right.isEmpty
-            else { continue }
-            let key = UInt64(UInt32(intern(left))) << 32 | UInt64(UInt32(intern(right)))
-            if merges[key] == nil {  // the first of duplicate merges wins (std::map::emplace)
-                merges[key] = UInt64(rank) << 32 | UInt64(UInt32(intern(left + right)))
+            var merge = merge
+            let parsed: (Int, Int)? = merge.withUTF8 { utf8 in
+                guard utf8.count >= 3, let space = utf8[1...].firstIndex(of: 0x20) else { return nil }
+                return raw.withUnsafeMutableBufferPointer { out in
+                    guard let leftEnd = Self.decodeByteLevel(UnsafeBufferPointer(rebasing: utf8[..<space]), into: out, at: 0),
+                          let end = Self.decodeByteLevel(UnsafeBufferPointer(rebasing: utf8[(space + 1)...]), into: out, at: leftEnd),
+                          leftEnd > 0, end > leftEnd
+                    else { return nil }
+                    return (leftEnd, end)
+                }
+            }
+            guard let (leftEnd, end) = parsed else { continue }
+            raw.withUnsafeBufferPointer { buf in
+                let left = intern(UnsafeBufferPointer(rebasing: buf[..<leftEnd]))
+                let right = intern(UnsafeBufferPointer(rebasing: buf[leftEnd..<end]))
+                let key = UInt64(UInt32(left)) << 32 | UInt64(UInt32(right))
+                if merges[key] == nil {  // the first of duplicate merges wins (std::map::emplace)
+                    merges[key] = UInt64(rank) << 32 | UInt64(UInt32(intern(UnsafeBufferPointer(rebasing: buf[..<end]))))
+                }
             }
         }
         self.merges = merges
 
         var tokenOfWord = ByteStringTable(expectedCount: vocabulary.count)
         for (id, text) in vocabulary.texts.enumerated() {
-            if let raw = Self.rawBytes(ofByteLevelText: text[...]) {
-                tokenOfWord.set(Int32(id), for: raw)
+            let end = text.withUnsafeBufferPointer { utf8 in
+                raw.withUnsafeMutableBufferPointer { Self.decodeByteLevel(utf8, into: $0, at: 0) }
+            }
+            if let end {
+                raw.withUnsafeBufferPointer { tokenOfWord.set(Int32(id), for: UnsafeBufferPointer(rebasing: $0[..<end])) }
             }
         }
         self.tokenOfWord = tokenOfWord
         tokenOfPiece = (0..<pieces.count).map { k in
-            Array(pieces.key(at: k)).withUnsafeBufferPointer { tokenOfWord.value(for: $0) } ?? -1
+            pieces.withKey(at: k) { tokenOfWord.value(for: $0) } ?? -1
         }
         byteFallback = (0..<256).map { b in
             ByteLevel.utf8OfByte[b].compactMap { vocabulary.idOfText.value(for: [$0]) }
         }
     }
 
-    /// Raw bytes of a byte-level token text (UTF-8 of stand-in code points), or nil.
-    static func rawBytes(ofByteLevelText utf8: ArraySlice<UInt8>) -> [UInt8]? {
-        let text = utf8.withUnsafeBufferPointer { UTF8Text($0, 0..<$0.count) }
-        var out: [UInt8] = []
-        out.reserveCapacity(text.scalars.count)
-        for cp in text.scalars {
-            guard let b = ByteLevel.byte(of: cp) else { return nil }
-            out.append(b)
+    /// Decodes byte-level text (UTF-8 of GPT-2 stand-in code points) into `out` from `start`;
+    /// returns the end offset, or nil when a code point is not a stand-in or `out` is too short.
+    static func decodeByteLevel(_ utf8: UnsafeBufferPointer<UInt8>, into out: UnsafeMutableBufferPointer<UInt8>, at start: Int) -> Int? {
+        var i = 0
+        var o = start
+        while i < utf8.count {
+            let b0 = utf8[i]
+            let cp: UInt32
+            if b0 < 0x80 {
+                cp = UInt32(b0)
+                i += 1
+            } else if b0 & 0xE0 == 0xC0, i + 1 < utf8.count {
+                // Every stand-in is below U+0800: two-byte sequences are the only others to decode.
+                cp = (UInt32(b0 & 0x1F) << 6) | UInt32(utf8[i + 1] & 0x3F)
+                i += 2
+            } else {
+                return nil
+            }
+            guard o < out.count, let b = ByteLevel.byte(of: cp) else { return nil }
+            out[o] = b
+            o += 1
         }
-        return out
+        return o
     }
 
     /// A pending merge of the symbols at `left` and `right` (indices into the word's symbols).

@@ -101,9 +101,10 @@ struct ByteStringTable: Sendable {
         return v
     }
 
-    /// The bytes of the key inserted `index`-th (keys are numbered in insertion order).
-    func key(at index: Int) -> ArraySlice<UInt8> {
-        storage[starts[index]..<starts[index + 1]]
+    /// Calls `body` with the bytes of the key inserted `index`-th.
+    func withKey<R>(at index: Int, _ body: (UnsafeBufferPointer<UInt8>) -> R) -> R {
+        let start = starts[index], end = starts[index + 1]
+        return storage.withUnsafeBufferPointer { body(UnsafeBufferPointer(rebasing: $0[start..<end])) }
     }
 
     private mutating func grow() {

@@ -52,6 +52,15 @@ struct TokenDecoder: Sendable {
     /// GPT-2 stand-in code points back to bytes. A code point that is not a stand-in is written
     /// as llama.cpp writes it: "[UNK_BYTE_0x<its UTF-8 in hex><the token text>]".
     private static func byteLevelDecode(_ text: [UInt8]) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: text.count)
+        let end = text.withUnsafeBufferPointer { utf8 in
+            out.withUnsafeMutableBufferPointer { ByteLevelBPE.decodeByteLevel(utf8, into: $0, at: 0) }
+        }
+        if let end { return Array(out[..<end]) }
+        return byteLevelDecodeWithUnknowns(text)
+    }
+
+    private static func byteLevelDecodeWithUnknowns(_ text: [UInt8]) -> [UInt8] {
         let decoded = text.withUnsafeBufferPointer { UTF8Text($0, 0..<$0.count) }
         var out: [UInt8] = []
         for (i, cp) in decoded.scalars.enumerated() {
