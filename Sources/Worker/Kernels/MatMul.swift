@@ -10,6 +10,10 @@ public enum MatMul {
     ) {
         precondition(n >= 0 && xStride >= w.columns && (n <= 1 || yStride >= w.rows), "bad strides")
         guard n > 0, w.rows > 0 else { return }
+        if BlockKernels.handles(w.type) {
+            BlockKernels.multiply(w, x: x, xStride: xStride, n: n, y: y, yStride: yStride, pool: pool)
+            return
+        }
         let chunk = rowsPerTask(rows: w.rows, threads: pool.threadCount)
         let tasks = (w.rows + chunk - 1) / chunk
         pool.runWithThreadIndex(taskCount: tasks) { task, thread in
