@@ -46,9 +46,9 @@ let package = Package(
             ]),
 
         // Synthetic models and helpers shared by the test targets.
-        .target(name: "TestSupport", dependencies: ["Worker"], path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["Worker", "Medusa"], path: "Tests/TestSupport"),
         .testTarget(name: "CollectivesTests", dependencies: ["Collectives"]),
-        .testTarget(name: "WorkerTests", dependencies: ["Worker", "TestSupport"], swiftSettings: simdFlags),
+        .testTarget(name: "WorkerTests", dependencies: ["Worker", "Medusa", "TestSupport"], swiftSettings: simdFlags),
         .testTarget(name: "CoordinatorTests", dependencies: ["Coordinator", "Worker", "Medusa", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["Worker", "TestSupport"]),
     ]

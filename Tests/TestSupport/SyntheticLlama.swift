@@ -1,4 +1,5 @@
 import Foundation
+import Medusa
 import Worker
 
 /// A tiny Llama with random weights, written as a GGUF file by tests, plus a straightforward
@@ -187,17 +188,10 @@ public struct SyntheticLlama {
     }
 }
 
-/// Deterministic random numbers for tests (SplitMix64).
-public struct TestRandom {
-    var state: UInt64
-    public init(seed: UInt64) { state = seed }
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+/// Deterministic random numbers for tests: the sampler's SplitMix64.
+public typealias TestRandom = SeededGenerator
+
+extension SeededGenerator {
     /// Uniform in [-1, 1).
     public mutating func nextSigned() -> Float { Float(next() >> 40) / Float(1 << 23) - 1 }
 }
