@@ -41,6 +41,8 @@ public enum GenerationError: Error, CustomStringConvertible, Sendable, Equatable
 public final class Generator {
     public let model: LlamaModel
     private var logits: [Float]
+    /// When set, the decode phase of `generate` (not the prefill) records its forward time split here.
+    public var decodeProfile: StepProfile?
 
     public init(model: LlamaModel) {
         self.model = model
@@ -95,6 +97,9 @@ public final class Generator {
         let prefillEnd = DispatchTime.now()
         result.prefillSeconds = seconds(start, prefillEnd)
         result.finishReason = .length
+        let savedProfile = model.profile
+        if let decodeProfile { model.profile = decodeProfile }
+        defer { model.profile = savedProfile }
         while result.tokens.count < maxTokens {
             let next = logits.withUnsafeBufferPointer { sampler.sample($0) }
             if isEndOfGeneration(next) {

@@ -4,7 +4,7 @@ struct MedusaWorker: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "medusa-worker",
         abstract: "Tensor-parallel Llama inference with Medusa speculative decoding (this build: one rank).",
-        subcommands: [GenerateCommand.self, PerplexityCommand.self, TokenizeCommand.self])
+        subcommands: [GenerateCommand.self, PerplexityCommand.self, TokenizeCommand.self, BenchCommand.self])
 }
 
 MedusaWorker.main()

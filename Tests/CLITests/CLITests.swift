@@ -71,6 +71,58 @@ import Worker
         }
     }
 
+    @Test func benchReportsDecodeSpeedAndItsTimeSplit() throws {
+        let model = try Self.tinyModel()
+        let prompts = try makeTemporaryDirectory() + "/prompts.jsonl"
+        try Data("""
+            {"question_id": 1, "turns": ["Tell me a story.", "A second turn, unused."]}
+
+            {"prompt": "Hello there"}
+            {"prompt": "Beyond the limit"}
+            """.utf8).write(to: URL(fileURLWithPath: prompts))
+        let r = try BinaryRunner.run(["bench", "--model", model, "--prompts", prompts, "--limit", "2",
+                                      "--max-tokens", "6", "--ignore-eos", "--runs", "2", "--threads", "2", "--json"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let json = try r.json()
+        let perPrompt = json["prompts"] as? [[String: Any]] ?? []
+        #expect(perPrompt.count == 2)
+        #expect(perPrompt.map { $0["generated_tokens"] as? Int } == [6, 6])
+        // The first turn in the tiny model's ChatML template.
+        let chat = "<|im_start|>user\nTell me a story.<|im_end|>\n<|im_start|>assistant\n"
+        let tokens = try BinaryRunner.run(["tokenize", "--model", model, "--text", chat, "--json"])
+        #expect(perPrompt.first?["prompt_tokens"] as? Int == (try tokens.json()["token_ids"] as? [Int])?.count)
+        #expect((json["plain_decode_tokens_per_second"] as? Double ?? 0) > 0)
+        #expect((json["prefill_tokens_per_second"] as? Double ?? 0) > 0)
+        let share = json["decode_time_share"] as? [String: Double] ?? [:]
+        #expect(Set(share.keys) == ["matmul", "attention", "allreduce", "other", "lm_head", "sampling_other"])
+        #expect(abs(share.values.reduce(0, +) - 1) < 1e-6)
+        #expect((share["matmul"] ?? 0) > 0 && (share["lm_head"] ?? 0) > 0)
+        #expect(share["allreduce"] == 0)
+    }
+
+    @Test func benchVerifyCurve() throws {
+        let model = try Self.tinyModel()
+        let r = try BinaryRunner.run(["bench", "--model", model, "--verify-curve", "--max-nodes", "5",
+                                      "--context", "8", "--runs", "2", "--json"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let curve = try r.json()["curve"] as? [[String: Any]] ?? []
+        #expect(curve.map { $0["n"] as? Int } == [1, 2, 3, 4, 5])
+        #expect(curve.first?["ratio"] as? Double == 1)
+        #expect(curve.allSatisfy { ($0["ms"] as? Double ?? 0) > 0 })
+
+        let bad = try makeTemporaryDirectory() + "/bad.jsonl"
+        try Data("{\"turns\": [\"ok\"]}\nnot json\n".utf8).write(to: URL(fileURLWithPath: bad))
+        for (args, expected) in [
+            (["--prompts", bad], "bad.jsonl:2: not a JSON object"),
+            (["--verify-curve", "--context", "100", "--max-nodes", "64", "--ctx", "128"], "exceeds the KV cache"),
+            (["--runs", "0"], "--runs"),
+        ] {
+            let e = try BinaryRunner.run(["bench", "--model", model] + args)
+            #expect(e.status != 0)
+            #expect(e.stderr.contains(expected), "\(args): \(e.stderr)")
+        }
+    }
+
     @Test func perplexityAndTokenizeOnATinyModel() throws {
         let model = try Self.tinyModel()
         let file = try makeTemporaryDirectory() + "/text.txt"

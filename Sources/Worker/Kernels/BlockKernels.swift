@@ -7,7 +7,11 @@
 ///     dot(w, x) over a block = d * sum(q * x)            (Q8_0, Q4_0 with q - 8 centred)
 ///                            = d * sum(q * x) + m * sum(x)   (Q4_1)
 ///
-/// `sum(x)` per block and input row is computed once per call (`blockSums`).
+/// Decoding avoids shuffles, the scarce port on current x86 cores: a block's payload is loaded as
+/// 8-byte broadcasts and each 32-bit lane picks its byte or nibble with a per-lane variable shift.
+/// That puts the values in a fixed permuted column order within each 8-lane vector (`lanePermutation`),
+/// so the activations are copied once per call into the same order (`prepare`), with `sum(x)` per
+/// block and input row for the offset format.
 ///
 /// Batch invariance: every output value goes through the same operations in the same order
 /// whichever tile computed it (`blockDot`, one FMA per block into an 8-lane total, a scalar offset
@@ -38,47 +42,75 @@ enum BlockKernels {
         y: UnsafeMutablePointer<Float>, yStride: Int, pool: ThreadPool
     ) {
         let blocks = w.columns / 32
-        // Per-block sums of the inputs, in the pool's shared slot, for the offset formats.
-        var sums: UnsafePointer<Float>? = nil
-        if F.hasOffset {
-            let s = pool.scratch(thread: pool.threadCount, bytes: 4 * max(1, n * blocks))
+        let columns = w.columns
+        let xp: UnsafePointer<Float>, stride: Int, sums: UnsafePointer<Float>?
+        if F.permutesLanes {
+            // Permuted inputs [n, columns], then per-block sums [n, blocks], in the pool's shared slot.
+            let shared = pool.scratch(thread: pool.threadCount, bytes: 4 * n * (columns + blocks))
                 .assumingMemoryBound(to: Float.self)
-            blockSums(x: x, xStride: xStride, n: n, blocks: blocks, into: s)
-            sums = UnsafePointer(s)
+            prepare(x: x, xStride: xStride, n: n, columns: columns, into: shared,
+                    sums: F.hasOffset ? shared + n * columns : nil)
+            (xp, stride) = (UnsafePointer(shared), columns)
+            sums = F.hasOffset ? UnsafePointer(shared + n * columns) : nil
+        } else {
+            precondition(!F.hasOffset, "offset formats take their block sums from prepare")
+            (xp, stride, sums) = (x, xStride, nil)
         }
         let chunk = MatMul.rowsPerTask(rows: w.rows, threads: pool.threadCount)
         let tasks = (w.rows + chunk - 1) / chunk
         pool.run(taskCount: tasks) { task in
             let rows = task * chunk..<min(w.rows, (task + 1) * chunk)
-            var i = 0
-            while i + tileRows <= n {
+            if n == 1 {
                 for r in rows {
-                    tile4(F.self, w.row(r), blocks: blocks, x: x + i * xStride, xStride: xStride,
-                          sums: sums.map { $0 + i * blocks }, y: y + i * yStride + r, yStride: yStride)
+                    y[r] = single(F.self, w.row(r), blocks: blocks, x: xp, sums: sums)
                 }
-                i += tileRows
+                return
             }
+            // Tiles of 4 input rows; a last tile of 2 or 3 repeats its last row and drops the copies.
+            var i = 0
             while i < n {
+                let count = min(tileRows, n - i)
+                let inputs = SIMD4<Int>(i, i + min(1, count - 1), i + min(2, count - 1), i + min(3, count - 1))
                 for r in rows {
-                    y[i * yStride + r] = single(
-                        F.self, w.row(r), blocks: blocks, x: x + i * xStride, sums: sums.map { $0 + i * blocks })
+                    let out = tile4(F.self, w.row(r), blocks: blocks, x: xp, xStride: stride, sums: sums, inputs: inputs)
+                    y[i * yStride + r] = out.0
+                    if count > 1 { y[(i + 1) * yStride + r] = out.1 }
+                    if count > 2 { y[(i + 2) * yStride + r] = out.2 }
+                    if count > 3 { y[(i + 3) * yStride + r] = out.3 }
                 }
-                i += 1
+                i += count
             }
         }
     }
 
-    /// `sums[i * blocks + b]` = sum of input row i's values in block b (fixed order: 8 lanes, then
-    /// `SIMDSupport.sum`).
-    static func blockSums(
-        x: UnsafePointer<Float>, xStride: Int, n: Int, blocks: Int, into sums: UnsafeMutablePointer<Float>
+    /// Within every 8 columns, the column lane j of a decoded vector holds: 0, 4, 1, 5, 2, 6, 3, 7.
+    static let lanePermutation = [0, 4, 1, 5, 2, 6, 3, 7]
+
+    /// Copies each input row into `out` [n, columns] with every 8 columns in `lanePermutation` order;
+    /// with `sums`, also `sums[i * blocks + b]`, the sum of row i's values in block b (fixed order:
+    /// four 8-lane vectors added pairwise, then `SIMDSupport.sum`).
+    static func prepare(
+        x: UnsafePointer<Float>, xStride: Int, n: Int, columns: Int, into out: UnsafeMutablePointer<Float>,
+        sums: UnsafeMutablePointer<Float>?
     ) {
+        let blocks = columns / 32
         for i in 0..<n {
+            let row = x + i * xStride
+            let dst = out + i * columns
             for b in 0..<blocks {
-                let p = x + i * xStride + 32 * b
-                let v = (SIMDSupport.load8(p) + SIMDSupport.load8(p + 8))
-                    + (SIMDSupport.load8(p + 16) + SIMDSupport.load8(p + 24))
-                sums[i * blocks + b] = SIMDSupport.sum(v)
+                var v = (SIMD8<Float>(), SIMD8<Float>(), SIMD8<Float>(), SIMD8<Float>())
+                for k in 0..<4 {
+                    let p = row + 32 * b + 8 * k
+                    let permuted = SIMD8<Float>(p[0], p[4], p[1], p[5], p[2], p[6], p[3], p[7])
+                    UnsafeMutableRawPointer(dst + 32 * b + 8 * k).storeBytes(of: permuted, as: SIMD8<Float>.self)
+                    switch k {
+                    case 0: v.0 = permuted
+                    case 1: v.1 = permuted
+                    case 2: v.2 = permuted
+                    default: v.3 = permuted
+                    }
+                }
+                if let sums { sums[i * blocks + b] = SIMDSupport.sum((v.0 + v.1) + (v.2 + v.3)) }
             }
         }
     }
@@ -111,41 +143,42 @@ enum BlockKernels {
     @inline(__always)
     private static func tile4<F: BlockFormat>(
         _ format: F.Type, _ row: UnsafeRawPointer, blocks: Int, x: UnsafePointer<Float>, xStride: Int,
-        sums: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>, yStride: Int
-    ) {
+        sums: UnsafePointer<Float>?, inputs: SIMD4<Int>
+    ) -> (Float, Float, Float, Float) {
+        let x0 = x + inputs[0] * xStride, x1 = x + inputs[1] * xStride
+        let x2 = x + inputs[2] * xStride, x3 = x + inputs[3] * xStride
         var t0 = SIMD8<Float>(), t1 = SIMD8<Float>(), t2 = SIMD8<Float>(), t3 = SIMD8<Float>()
         var o0: Float = 0, o1: Float = 0, o2: Float = 0, o3: Float = 0
         for b in 0..<blocks {
             let block = row + b * F.blockBytes
             let q = F.decode(block)
             let d = SIMD8<Float>(repeating: F.scale(block))
-            let xb = x + 32 * b
-            t0.addProduct(blockDot(q, xb), d)
-            t1.addProduct(blockDot(q, xb + xStride), d)
-            t2.addProduct(blockDot(q, xb + 2 * xStride), d)
-            t3.addProduct(blockDot(q, xb + 3 * xStride), d)
+            t0.addProduct(blockDot(q, x0 + 32 * b), d)
+            t1.addProduct(blockDot(q, x1 + 32 * b), d)
+            t2.addProduct(blockDot(q, x2 + 32 * b), d)
+            t3.addProduct(blockDot(q, x3 + 32 * b), d)
             if F.hasOffset {
                 let m = F.offset(block)
                 let s = sums.unsafelyUnwrapped + b
-                o0.addProduct(m, s[0])
-                o1.addProduct(m, s[blocks])
-                o2.addProduct(m, s[2 * blocks])
-                o3.addProduct(m, s[3 * blocks])
+                o0.addProduct(m, s[inputs[0] * blocks])
+                o1.addProduct(m, s[inputs[1] * blocks])
+                o2.addProduct(m, s[inputs[2] * blocks])
+                o3.addProduct(m, s[inputs[3] * blocks])
             }
         }
-        y[0] = SIMDSupport.sum(t0) + o0
-        y[yStride] = SIMDSupport.sum(t1) + o1
-        y[2 * yStride] = SIMDSupport.sum(t2) + o2
-        y[3 * yStride] = SIMDSupport.sum(t3) + o3
+        return (SIMDSupport.sum(t0) + o0, SIMDSupport.sum(t1) + o1, SIMDSupport.sum(t2) + o2, SIMDSupport.sum(t3) + o3)
     }
 }
 
-/// A block's 32 integer values as fp32, in column order (0-7, 8-15, 16-23, 24-31).
+/// A block's 32 integer values as fp32: columns 0-7, 8-15, 16-23, 24-31 (each 8 in
+/// `lanePermutation` order when the format `permutesLanes`).
 typealias DecodedBlock = (SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>)
 
 protocol BlockFormat {
     static var blockBytes: Int { get }
     static var hasOffset: Bool { get }
+    /// Whether `decode` returns each 8 columns in `lanePermutation` order (else in column order).
+    static var permutesLanes: Bool { get }
     static func decode(_ block: UnsafeRawPointer) -> DecodedBlock
     static func scale(_ block: UnsafeRawPointer) -> Float
     static func offset(_ block: UnsafeRawPointer) -> Float
@@ -158,20 +191,31 @@ extension BlockFormat {
     static func offset(_ block: UnsafeRawPointer) -> Float { 0 }
 }
 
+/// Bytes 0-7 of `p` in every pair of 32-bit lanes: lane j holds bytes 4 (j % 2) ..< 4 (j % 2) + 4.
 @inline(__always)
-private func widen(_ bytes: SIMD8<UInt8>) -> SIMD8<Float> {
-    SIMD8<Float>(SIMD8<Int32>(truncatingIfNeeded: bytes))
+private func broadcast8(_ p: UnsafeRawPointer) -> SIMD8<UInt32> {
+    unsafeBitCast(SIMD4<UInt64>(repeating: p.loadUnaligned(as: UInt64.self)), to: SIMD8<UInt32>.self)
 }
 
+/// Shifts that bring byte j / 2 of lane j's word to the bottom: lanes read bytes 0, 4, 1, 5, 2, 6, 3, 7.
+private let byteShifts = SIMD8<UInt32>(0, 0, 8, 8, 16, 16, 24, 24)
+
+/// The low nibbles (`high` false) or high nibbles of 8 bytes at `p`, in `lanePermutation` order.
 @inline(__always)
-private func widen(_ bytes: SIMD8<Int8>) -> SIMD8<Float> {
-    SIMD8<Float>(SIMD8<Int32>(truncatingIfNeeded: bytes))
+private func nibbles(_ words: SIMD8<UInt32>, high: Bool) -> SIMD8<Int32> {
+    SIMD8<Int32>(truncatingIfNeeded: (words &>> (high ? byteShifts &+ 4 : byteShifts)) & 0x0f)
 }
 
-/// d (fp16), 32 x int8.
+/// d (fp16), 32 x int8, decoded in column order by sign extension (measured faster here than
+/// the shift decode: a byte needs no masking, and the LM head is large enough to stream).
 enum Q8_0Block: BlockFormat {
     static var blockBytes: Int { 34 }
     static var hasOffset: Bool { false }
+    static var permutesLanes: Bool { false }
+    @inline(__always)
+    private static func widen(_ bytes: SIMD8<Int8>) -> SIMD8<Float> {
+        SIMD8<Float>(SIMD8<Int32>(truncatingIfNeeded: bytes))
+    }
     @inline(__always)
     static func decode(_ block: UnsafeRawPointer) -> DecodedBlock {
         let a = block.loadUnaligned(fromByteOffset: 2, as: SIMD16<Int8>.self)
@@ -184,12 +228,12 @@ enum Q8_0Block: BlockFormat {
 enum Q4_0Block: BlockFormat {
     static var blockBytes: Int { 18 }
     static var hasOffset: Bool { false }
+    static var permutesLanes: Bool { true }
     @inline(__always)
     static func decode(_ block: UnsafeRawPointer) -> DecodedBlock {
-        let q = block.loadUnaligned(fromByteOffset: 2, as: SIMD16<UInt8>.self)
-        let lo = SIMD16<Int8>(truncatingIfNeeded: q & 0x0f) &- 8
-        let hi = SIMD16<Int8>(truncatingIfNeeded: q &>> 4) &- 8
-        return (widen(lo.lowHalf), widen(lo.highHalf), widen(hi.lowHalf), widen(hi.highHalf))
+        let a = broadcast8(block + 2), b = broadcast8(block + 10)
+        return (SIMD8<Float>(nibbles(a, high: false) &- 8), SIMD8<Float>(nibbles(b, high: false) &- 8),
+                SIMD8<Float>(nibbles(a, high: true) &- 8), SIMD8<Float>(nibbles(b, high: true) &- 8))
     }
 }
 
@@ -197,12 +241,12 @@ enum Q4_0Block: BlockFormat {
 enum Q4_1Block: BlockFormat {
     static var blockBytes: Int { 20 }
     static var hasOffset: Bool { true }
+    static var permutesLanes: Bool { true }
     @inline(__always)
     static func decode(_ block: UnsafeRawPointer) -> DecodedBlock {
-        let q = block.loadUnaligned(fromByteOffset: 4, as: SIMD16<UInt8>.self)
-        let lo = q & 0x0f
-        let hi = q &>> 4
-        return (widen(lo.lowHalf), widen(lo.highHalf), widen(hi.lowHalf), widen(hi.highHalf))
+        let a = broadcast8(block + 4), b = broadcast8(block + 12)
+        return (SIMD8<Float>(nibbles(a, high: false)), SIMD8<Float>(nibbles(b, high: false)),
+                SIMD8<Float>(nibbles(a, high: true)), SIMD8<Float>(nibbles(b, high: true)))
     }
     @inline(__always)
     static func offset(_ block: UnsafeRawPointer) -> Float { HalfPrecision.loadHalf(block, 2) }

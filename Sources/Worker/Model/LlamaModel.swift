@@ -38,6 +38,8 @@ public final class LlamaModel: @unchecked Sendable {
     let communicator: any Communicator
     private var rotary: RotaryTable
     private let buffers: StepBuffers
+    /// When set, every forward and LM-head call adds its time split here.
+    public var profile: StepProfile?
 
     /// - Parameters:
     ///   - contextLength: KV cache capacity in tokens, clamped to the model's context length.
@@ -97,6 +99,8 @@ public final class LlamaModel: @unchecked Sendable {
         let qDim = c.headCount * c.headDimension
         let kvDim = c.kvHeadCount * c.headDimension
 
+        var clock = ProfileClock(profile)
+        profile?.countStep()
         // x [n, hidden]: the residual stream, starting from the token embeddings.
         for i in 0..<n {
             weights.tokenEmbedding.dequantizeRow(Int(tokens[i]), into: b.x + i * hidden)
@@ -111,17 +115,22 @@ public final class LlamaModel: @unchecked Sendable {
                                       count: hidden, out: b.normed + i * hidden)
                 }
             }
+            clock.lap(.other)
             MatMul.multiply(layer.query, x: b.normed, xStride: hidden, n: n, y: b.q, yStride: qDim, pool: pool)
             MatMul.multiply(layer.key, x: b.normed, xStride: hidden, n: n, y: b.k, yStride: kvDim, pool: pool)
             MatMul.multiply(layer.value, x: b.normed, xStride: hidden, n: n, y: b.v, yStride: kvDim, pool: pool)
+            clock.lap(.matmul)
             for i in 0..<n {
                 rotary.apply(b.q + i * qDim, heads: c.headCount, token: i)
                 rotary.apply(b.k + i * kvDim, heads: c.kvHeadCount, token: i)
             }
+            clock.lap(.other)
             storeKeysAndValues(layer: l, n: n)
             attend(layer: l, n: n, mask: mask)
+            clock.lap(.attention)
             MatMul.multiply(layer.output, x: b.attention, xStride: qDim, n: n, y: b.projected, yStride: hidden, pool: pool)
-            try allreduce(b.projected, count: n * hidden)
+            clock.lap(.matmul)
+            try allreduce(b.projected, count: n * hidden, clock: &clock)
             VectorOps.add(b.projected, to: b.x, count: n * hidden)
 
             // MLP block: down(silu(gate(x)) * up(x)).
@@ -131,12 +140,16 @@ public final class LlamaModel: @unchecked Sendable {
                                       count: hidden, out: b.normed + i * hidden)
                 }
             }
+            clock.lap(.other)
             let ffn = c.intermediateSize
             MatMul.multiply(layer.gate, x: b.normed, xStride: hidden, n: n, y: b.gate, yStride: ffn, pool: pool)
             MatMul.multiply(layer.up, x: b.normed, xStride: hidden, n: n, y: b.up, yStride: ffn, pool: pool)
+            clock.lap(.matmul)
             VectorOps.swiglu(b.gate, b.up, count: n * ffn)
+            clock.lap(.other)
             MatMul.multiply(layer.down, x: b.gate, xStride: ffn, n: n, y: b.projected, yStride: hidden, pool: pool)
-            try allreduce(b.projected, count: n * hidden)
+            clock.lap(.matmul)
+            try allreduce(b.projected, count: n * hidden, clock: &clock)
             VectorOps.add(b.projected, to: b.x, count: n * hidden)
         }
 
@@ -146,17 +159,24 @@ public final class LlamaModel: @unchecked Sendable {
                                   count: hidden, out: b.normed + i * hidden)
             }
         }
+        clock.lap(.other)
         return UnsafeBufferPointer(start: b.normed, count: n * hidden)
     }
 
     /// LM-head logits for `rows` hidden states [rows, hidden] into `out` [rows, vocabulary].
     public func logits(hidden: UnsafePointer<Float>, rows: Int, into out: UnsafeMutablePointer<Float>) {
+        var clock = ProfileClock(profile)
         MatMul.multiply(weights.output, x: hidden, xStride: config.hiddenSize, n: rows,
                         y: out, yStride: config.vocabularySize, pool: pool)
+        clock.lap(.lmHead)
     }
 
-    private func allreduce(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws(ModelError) {
+    /// Sums a row-parallel product across ranks (nothing on one rank), charging the time to allreduce.
+    private func allreduce(
+        _ buffer: UnsafeMutablePointer<Float>, count: Int, clock: inout ProfileClock
+    ) throws(ModelError) {
         guard communicator.size > 1 else { return }
+        defer { clock.lap(.allreduce) }
         do {
             try communicator.allreduceSum(UnsafeMutableBufferPointer(start: buffer, count: count))
         } catch {

@@ -1,0 +1,143 @@
+import Foundation
+import Medusa
+import Worker
+
+/// Measurements behind `medusa-worker bench`.
+public enum Benchmark {
+    /// One greedy plain-decoding run of one prompt.
+    public struct DecodeRun: Sendable, Codable {
+        public var promptTokens: Int
+        public var generatedTokens: Int
+        public var prefillSeconds: Double
+        public var decodeSeconds: Double
+        /// Seconds of the decode phase by part (the forward's parts, plus `sampling_other`: the
+        /// rest of the decode loop — sampling, end-of-generation checks, bookkeeping).
+        public var decodeSplit: [String: Double]
+
+        /// Decode tokens/s: the first token comes from the prefill's logits, so generated - 1 steps.
+        public var decodeTokensPerSecond: Double {
+            decodeSeconds > 0 ? Double(max(generatedTokens - 1, 0)) / decodeSeconds : 0
+        }
+        public var prefillTokensPerSecond: Double { prefillSeconds > 0 ? Double(promptTokens) / prefillSeconds : 0 }
+    }
+
+    /// Greedy decoding of `prompt` for at most `maxTokens` tokens (end-of-generation honoured
+    /// unless `ignoreEOS`), with the decode phase's time split.
+    public static func plainDecode(
+        generator: Generator, prompt: [Int32], maxTokens: Int, stopAt isEndOfGeneration: @escaping (Int32) -> Bool
+    ) throws(GenerationError) -> DecodeRun {
+        let profile = StepProfile()
+        generator.decodeProfile = profile
+        defer { generator.decodeProfile = nil }
+        var sampler = Sampler(parameters: SamplingParameters(temperature: 0), seed: 0)
+        let result = try generator.generate(
+            prompt: prompt, maxTokens: maxTokens, sampler: &sampler, stopAt: isEndOfGeneration)
+        var split: [String: Double] = [:]
+        for part in StepProfile.Part.allCases { split[part.name] = profile[part] }
+        split["sampling_other"] = max(0, result.decodeSeconds - profile.total)
+        return DecodeRun(
+            promptTokens: result.promptTokens, generatedTokens: result.tokens.count,
+            prefillSeconds: result.prefillSeconds, decodeSeconds: result.decodeSeconds, decodeSplit: split)
+    }
+
+    /// T(n): the time of one verify step of n tokens (forward with a causal mask over the step,
+    /// then the LM head on all n rows) after `context` committed tokens.
+    public struct CurvePoint: Sendable, Codable {
+        public var nodes: Int
+        /// Median over the runs, in seconds.
+        public var seconds: Double
+        /// seconds / T(1).
+        public var ratio: Double
+    }
+
+    /// Measures T(n) for n = 1 ... maxNodes: `runs` repetitions each (median), interleaved across n
+    /// so that a slow moment of the machine does not land on one n only. The cache holds
+    /// `context` committed tokens throughout; verify steps are never committed.
+    public static func verifyCurve(
+        model: LlamaModel, context: [Int32], maxNodes: Int, runs: Int
+    ) throws(ModelError) -> [CurvePoint] {
+        precondition(maxNodes >= 1 && runs >= 1)
+        model.cache.reset()
+        let generator = Generator(model: model)
+        try generator.prefill(context)
+        let base = model.cache.committed
+        let vocabulary = model.config.vocabularySize
+        var logits = [Float](repeating: 0, count: maxNodes * vocabulary)
+        // Step tokens: the context's tokens again (any valid ids do; the cost does not depend on them).
+        let stepTokens = (0..<maxNodes).map { context[$0 % context.count] }
+        let positions = (0..<maxNodes).map { Int32(base + $0) }
+        let masks = (1...maxNodes).map { TreeMask.causal($0) }
+        var times = [[Double]](repeating: [], count: maxNodes)
+        for _ in 0..<runs {
+            for n in 1...maxNodes {
+                let start = DispatchTime.now()
+                let hidden = try stepTokens.withUnsafeBufferPointer { t throws(ModelError) in
+                    try positions.withUnsafeBufferPointer { p throws(ModelError) in
+                        try model.forward(
+                            tokens: UnsafeBufferPointer(rebasing: t[0..<n]),
+                            positions: UnsafeBufferPointer(rebasing: p[0..<n]), mask: masks[n - 1])
+                    }
+                }
+                logits.withUnsafeMutableBufferPointer { out in
+                    model.logits(hidden: hidden.baseAddress!, rows: n, into: out.baseAddress!)
+                }
+                times[n - 1].append(seconds(start, DispatchTime.now()))
+            }
+        }
+        let medians = times.map(median)
+        return medians.enumerated().map { CurvePoint(nodes: $0.offset + 1, seconds: $0.element, ratio: $0.element / medians[0]) }
+    }
+
+    public static func median(_ values: [Double]) -> Double {
+        guard !values.isEmpty else { return 0 }
+        let sorted = values.sorted()
+        let mid = sorted.count / 2
+        return sorted.count % 2 == 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2
+    }
+}
+
+extension Benchmark {
+    /// One weight matrix product measured on its own.
+    public struct KernelPoint: Sendable, Codable {
+        public var name: String
+        public var type: String
+        public var rows: Int
+        public var columns: Int
+        public var n: Int
+        /// Median seconds per call.
+        public var seconds: Double
+        /// Weight bytes streamed per second.
+        public var bytesPerSecond: Double
+    }
+
+    /// Times `MatMul.multiply` for the distinct weight shapes of `model` (first layer, LM head),
+    /// for each n, `runs` calls each after a warm-up; weights stay hot in cache only if they fit.
+    public static func kernels(model: LlamaModel, ns: [Int], runs: Int) -> [KernelPoint] {
+        let layer = model.weights.layers[0]
+        let matrices: [(String, WeightMatrix)] = [
+            ("attn_q", layer.query), ("attn_k", layer.key), ("attn_output", layer.output),
+            ("ffn_gate", layer.gate), ("ffn_down", layer.down), ("output", model.weights.output),
+        ]
+        var points: [KernelPoint] = []
+        for (name, w) in matrices {
+            for n in ns {
+                let x = UnsafeMutablePointer<Float>.allocate(capacity: n * w.columns)
+                let y = UnsafeMutablePointer<Float>.allocate(capacity: n * w.rows)
+                defer { x.deallocate(); y.deallocate() }
+                for i in 0..<(n * w.columns) { x[i] = Float(i % 17) * 0.01 - 0.08 }
+                MatMul.multiply(w, x: x, xStride: w.columns, n: n, y: y, yStride: w.rows, pool: model.pool)
+                var times: [Double] = []
+                for _ in 0..<runs {
+                    let start = DispatchTime.now()
+                    MatMul.multiply(w, x: x, xStride: w.columns, n: n, y: y, yStride: w.rows, pool: model.pool)
+                    times.append(seconds(start, DispatchTime.now()))
+                }
+                let t = median(times)
+                points.append(KernelPoint(
+                    name: name, type: "\(w.type)", rows: w.rows, columns: w.columns, n: n, seconds: t,
+                    bytesPerSecond: Double(w.rows * w.rowBytes) / t))
+            }
+        }
+        return points
+    }
+}

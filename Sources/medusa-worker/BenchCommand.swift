@@ -1,0 +1,227 @@
+import ArgumentParser
+import Coordinator
+import Foundation
+import Worker
+
+struct BenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Measure decoding speed on a set of chat prompts, or the verify-step cost curve T(n).",
+        discussion: """
+            Default mode: for each prompt (the first turns of MT-Bench by default, in the model's chat template if it has one), greedy plain decoding, \
+            --runs times; prints the median decode and prefill tokens/s per prompt and overall, and where \
+            a decode step's time goes (matmul, attention, allreduce, other, lm_head, sampling_other).
+
+            --verify-curve: T(n) for n = 1 ... --max-nodes, one verify step of n tokens (forward with a \
+            causal mask over the step plus the LM head on all n rows) after --context committed tokens; \
+            the input to choosing a Medusa tree.
+            """)
+
+    @OptionGroup var modelOptions: ModelOptions
+
+    @Option(help: "JSON Lines file of prompts: objects with a \"turns\" array (MT-Bench's format, first turn used) or a \"prompt\" string (default: ../shared/data/mt_bench_question.jsonl, searched upwards from the working directory).")
+    var prompts: String?
+
+    @Option(help: "Use at most this many prompts.")
+    var limit: Int = 8
+
+    @Option(help: "Maximum tokens to generate per prompt.")
+    var maxTokens: Int = 128
+
+    @Option(help: "Repetitions of each measurement (the median is reported).")
+    var runs: Int = 3
+
+    @Flag(help: "Keep generating past end-of-generation tokens (every run then decodes --max-tokens tokens).")
+    var ignoreEos = false
+
+    @Flag(help: "Measure the verify-step curve T(n) instead of decoding prompts.")
+    var verifyCurve = false
+
+    @Option(help: "With --verify-curve: the largest step measured.")
+    var maxNodes: Int = 64
+
+    @Option(help: "With --verify-curve: committed tokens in the cache before each step.")
+    var context: Int = 128
+
+    @Flag(help: "Time each distinct weight matrix product (first layer, LM head) on its own for n = 1, 2, 4, 8, 16.")
+    var kernels = false
+
+    @Flag(help: "Print one JSON object instead of a table.")
+    var json = false
+
+    func validate() throws {
+        guard limit >= 1 else { throw ValidationError("--limit must be at least 1, got \(limit)") }
+        guard maxTokens >= 1 else { throw ValidationError("--max-tokens must be at least 1, got \(maxTokens)") }
+        guard runs >= 1 else { throw ValidationError("--runs must be at least 1, got \(runs)") }
+        guard maxNodes >= 1 && maxNodes <= 512 else { throw ValidationError("--max-nodes must be between 1 and 512, got \(maxNodes)") }
+        guard context >= 1 else { throw ValidationError("--context must be at least 1, got \(context)") }
+    }
+
+    func run() throws {
+        try reportingErrors {
+            let loaded = try LoadedModel(
+                path: modelOptions.modelPath, contextLength: modelOptions.ctx, threads: modelOptions.threadCount)
+            if kernels {
+                try runKernels(loaded)
+            } else if verifyCurve {
+                try runVerifyCurve(loaded)
+            } else {
+                try runPrompts(loaded)
+            }
+        }
+    }
+
+    private func runKernels(_ loaded: LoadedModel) throws {
+        let points = Benchmark.kernels(model: loaded.model, ns: [1, 2, 4, 8, 16], runs: max(runs, 20))
+        if json {
+            try emitJSON(points)
+            return
+        }
+        emit("matrix        type  rows x cols       n     us/call   GB/s  us/row\n")
+        for p in points {
+            emit(String(format: "%-12@ %5@ %6d x %-6d %3d %10.1f %6.2f %7.1f\n",
+                        p.name, p.type, p.rows, p.columns, p.n, p.seconds * 1e6, p.bytesPerSecond / 1e9,
+                        p.seconds * 1e6 / Double(p.n)))
+        }
+    }
+
+    private func runVerifyCurve(_ loaded: LoadedModel) throws {
+        let model = loaded.model
+        guard context + maxNodes <= model.contextLength else {
+            throw CommandError("--context \(context) + --max-nodes \(maxNodes) exceeds the KV cache (\(model.contextLength) tokens; raise --ctx)")
+        }
+        guard maxNodes <= model.maxStepTokens else {
+            throw CommandError("--max-nodes \(maxNodes) exceeds the largest step (\(model.maxStepTokens) tokens)")
+        }
+        // A fixed English context, repeated to the requested length.
+        let text = String(repeating: "The quick brown fox jumps over the lazy dog while the cat sleeps in the sun. ", count: 1 + context / 16)
+        let tokens = Array(loaded.tokenizer.encode(text, addSpecial: false, parseSpecial: false).prefix(context))
+        let curve = try Benchmark.verifyCurve(model: model, context: tokens, maxNodes: maxNodes, runs: runs)
+        if json {
+            struct Report: Encodable {
+                var threads: Int, ranks: Int, context: Int, runs: Int
+                var curve: [Point]
+                struct Point: Encodable { var n: Int, ms: Double, ratio: Double }
+            }
+            try emitJSON(Report(
+                threads: modelOptions.threadCount, ranks: 1, context: tokens.count, runs: runs,
+                curve: curve.map { .init(n: $0.nodes, ms: $0.seconds * 1e3, ratio: $0.ratio) }))
+        } else {
+            emit("verify step T(n): \(tokens.count) committed tokens, \(modelOptions.threadCount) threads, median of \(runs)\n")
+            emit("    n      ms  T(n)/T(1)\n")
+            for p in curve {
+                emit(String(format: "%5d %7.2f %10.2f\n", p.nodes, p.seconds * 1e3, p.ratio))
+            }
+        }
+    }
+
+    private func runPrompts(_ loaded: LoadedModel) throws {
+        let texts = try BenchPrompts.load(path: prompts, limit: limit)
+        let generator = Generator(model: loaded.model)
+        let tokenizer = loaded.tokenizer
+        let ignore = ignoreEos
+        struct PromptReport: Encodable {
+            var prompt_tokens: Int
+            var generated_tokens: Int
+            var decode_tokens_per_second: Double
+            var prefill_tokens_per_second: Double
+        }
+        var reports: [PromptReport] = []
+        var decodeRates: [Double] = [], prefillRates: [Double] = []
+        var split: [String: Double] = [:]
+        var splitTotal = 0.0
+        for (index, text) in texts.enumerated() {
+            // The chat template when the model has one, else the raw text.
+            let prompt = loaded.chatTemplate == nil ? text : try loaded.chatPrompt([ChatMessage(role: "user", content: text)])
+            let tokens = tokenizer.encode(prompt, addSpecial: true, parseSpecial: true)
+            var decode: [Double] = [], prefill: [Double] = []
+            var generated = 0
+            for _ in 0..<runs {
+                let run = try Benchmark.plainDecode(
+                    generator: generator, prompt: tokens, maxTokens: maxTokens,
+                    stopAt: { ignore ? false : tokenizer.isEndOfGeneration($0) })
+                decode.append(run.decodeTokensPerSecond)
+                prefill.append(run.prefillTokensPerSecond)
+                generated = run.generatedTokens
+                for (part, seconds) in run.decodeSplit { split[part, default: 0] += seconds }
+                splitTotal += run.decodeSeconds
+            }
+            let report = PromptReport(
+                prompt_tokens: tokens.count, generated_tokens: generated,
+                decode_tokens_per_second: Benchmark.median(decode), prefill_tokens_per_second: Benchmark.median(prefill))
+            reports.append(report)
+            decodeRates.append(report.decode_tokens_per_second)
+            prefillRates.append(report.prefill_tokens_per_second)
+            if !json {
+                FileHandle.standardError.write(Data(String(
+                    format: "[%d/%d] %d prompt tokens, %d generated: decode %.1f tok/s, prefill %.1f tok/s\n",
+                    index + 1, texts.count, tokens.count, generated, report.decode_tokens_per_second,
+                    report.prefill_tokens_per_second).utf8))
+            }
+        }
+        let shares = split.mapValues { splitTotal > 0 ? $0 / splitTotal : 0 }
+        if json {
+            struct Report: Encodable {
+                var threads: Int, ranks: Int, runs: Int, max_tokens: Int
+                var plain_decode_tokens_per_second: Double
+                var prefill_tokens_per_second: Double
+                var decode_time_share: [String: Double]
+                var prompts: [PromptReport]
+            }
+            try emitJSON(Report(
+                threads: modelOptions.threadCount, ranks: 1, runs: runs, max_tokens: maxTokens,
+                plain_decode_tokens_per_second: Benchmark.median(decodeRates),
+                prefill_tokens_per_second: Benchmark.median(prefillRates),
+                decode_time_share: shares, prompts: reports))
+        } else {
+            emit("\(texts.count) prompts, \(runs) runs each, \(modelOptions.threadCount) threads, 1 rank\n")
+            emit(String(format: "plain decoding: %.1f tok/s (median over prompts of each prompt's median)\n", Benchmark.median(decodeRates)))
+            emit(String(format: "prefill:        %.1f tok/s\n", Benchmark.median(prefillRates)))
+            emit("decode step time: " + shares.sorted { $0.value > $1.value }
+                .map { String(format: "%@ %.1f%%", $0.key, 100 * $0.value) }.joined(separator: ", ") + "\n")
+        }
+    }
+}
+
+/// The benchmark prompts: first turns of MT-Bench (or "prompt" strings), one JSON object per line.
+enum BenchPrompts {
+    static let defaultRelativePath = "../shared/data/mt_bench_question.jsonl"
+
+    static func load(path: String?, limit: Int) throws -> [String] {
+        let file = try path ?? findDefault()
+        guard let data = FileManager.default.contents(atPath: file) else {
+            throw CommandError("cannot read prompts file \(file)")
+        }
+        var prompts: [String] = []
+        for (number, line) in String(decoding: data, as: UTF8.self).split(separator: "\n").enumerated() {
+            let trimmed = line.trimmingCharacters(in: .whitespaces)
+            if trimmed.isEmpty { continue }
+            guard let object = try? JSONSerialization.jsonObject(with: Data(trimmed.utf8)) as? [String: Any] else {
+                throw CommandError("\(file):\(number + 1): not a JSON object")
+            }
+            if let turns = object["turns"] as? [String], let first = turns.first {
+                prompts.append(first)
+            } else if let prompt = object["prompt"] as? String {
+                prompts.append(prompt)
+            } else {
+                throw CommandError("\(file):\(number + 1): expected a \"turns\" array of strings or a \"prompt\" string")
+            }
+            if prompts.count == limit { break }
+        }
+        guard !prompts.isEmpty else { throw CommandError("\(file): no prompts") }
+        return prompts
+    }
+
+    /// ../shared/data/mt_bench_question.jsonl from the working directory or any folder above it.
+    static func findDefault() throws -> String {
+        var dir = URL(fileURLWithPath: FileManager.default.currentDirectoryPath).standardizedFileURL
+        while true {
+            let candidate = dir.appendingPathComponent(defaultRelativePath).standardizedFileURL.path
+            if FileManager.default.fileExists(atPath: candidate) { return candidate }
+            let parent = dir.deletingLastPathComponent()
+            if parent.path == dir.path { break }
+            dir = parent
+        }
+        throw CommandError("no --prompts given and \(defaultRelativePath) not found above the working directory")
+    }
+}
