@@ -188,7 +188,7 @@ func runReport(_ comm: any Communicator) -> Report {
     // allreduceSum: rank r contributes (r + 1) * (i % 17) + i % 5 at index i; every value is a small
     // integer, so the float sums are exact: (P(P+1)/2) * (i % 17) + P * (i % 5).
     let triangle = size * (size + 1) / 2
-    for count in [0, 1, 7, 1023, 4097, 3 * 1024 * 1024 + 5] {
+    for count in [0, 1, 7, 1023, 4097, 1 << 20 + 5] {
         var values = (0..<count).map { Float((rank + 1) * ($0 % 17) + $0 % 5) }
         attempt("allreduceSum(\(count))") { () throws(CollectiveError) in
             try values.withUnsafeMutableBufferPointer { (b) throws(CollectiveError) in try comm.allreduceSum(b) }
