@@ -47,7 +47,10 @@ let package = Package(
 
         // Synthetic models and helpers shared by the test targets.
         .target(name: "TestSupport", dependencies: ["Worker", "Medusa"], path: "Tests/TestSupport"),
-        .testTarget(name: "CollectivesTests", dependencies: ["Collectives"]),
+        // The rank-side program of the multi-process Collectives tests, launched under `mpirun` by
+        // CollectivesTests (built by `swift build --build-tests`; not a product).
+        .executableTarget(name: "collectives-check", dependencies: ["Collectives"], path: "Tests/CollectivesCheck"),
+        .testTarget(name: "CollectivesTests", dependencies: ["Collectives", "TestSupport"]),
         .testTarget(name: "WorkerTests", dependencies: ["Worker", "Medusa", "TestSupport"], swiftSettings: simdFlags),
         .testTarget(name: "CoordinatorTests", dependencies: ["Coordinator", "Worker", "Medusa", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["Worker", "TestSupport"]),

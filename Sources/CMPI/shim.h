@@ -18,5 +18,9 @@ static inline int cmpi_success(void) { return MPI_SUCCESS; }
 static inline int cmpi_thread_funneled(void) { return MPI_THREAD_FUNNELED; }
 static inline int cmpi_max_error_string(void) { return MPI_MAX_ERROR_STRING; }
 static inline int cmpi_max_library_version_string(void) { return MPI_MAX_LIBRARY_VERSION_STRING; }
+// `MPI_IN_PLACE` is `(void *) 1`: as the send buffer of MPI_Allreduce it means "the receive buffer
+// holds this rank's input and gets the result".
+static inline void *cmpi_in_place(void) { return MPI_IN_PLACE; }
+static inline MPI_Datatype cmpi_datatype_null(void) { return MPI_DATATYPE_NULL; }
 
 #endif

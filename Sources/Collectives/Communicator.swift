@@ -1,7 +1,20 @@
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// A group of processes that run the same program and exchange tensors.
 ///
-/// Rank 0 is the coordinator. Every collective call must be made by every rank in the same order.
-/// This issue ships the single-process group; the MPI-backed one implements the same protocol.
+/// Rank 0 is the coordinator. Every collective call must be made by every rank, in the same order,
+/// with matching sizes and the same root. Two implementations: `MPICommunicator` (under `mpirun`)
+/// and `SingleProcessCommunicator` (the group of one); `MPIEnvironment.makeCommunicator()` picks.
+///
+/// Errors: a collective that throws leaves the group in an unknown state (other ranks may be
+/// blocked in the same call, or may have got no error at all). Do not retry or carry on: end the
+/// whole job with `fail(_:code:)`, which is what makes a failing rank stop every other rank.
 public protocol Communicator: AnyObject, Sendable {
     /// This process's index in the group, 0 ..< size.
     var rank: Int { get }
@@ -10,12 +23,22 @@ public protocol Communicator: AnyObject, Sendable {
 
     /// Sums `buffer` elementwise across all ranks, leaving the result on every rank.
     func allreduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws(CollectiveError)
-    /// Copies `buffer` from `root` to every other rank.
+    /// Copies `buffer` from `root` to every other rank (the same byte count on every rank).
     func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) throws(CollectiveError)
+    /// Concatenates every rank's `send` bytes (the same count on every rank) on `root`, in rank
+    /// order: rank r's bytes land at `receive[r * send.count ..< (r + 1) * send.count]`. On root,
+    /// `receive` must hold at least `size * send.count` bytes (bytes after that are untouched); on
+    /// the other ranks it is not used and may be empty.
+    func gather(_ send: UnsafeRawBufferPointer, into receive: UnsafeMutableRawBufferPointer, root: Int) throws(CollectiveError)
     /// Blocks until every rank has called it.
     func barrier() throws(CollectiveError)
-    /// Ends every rank of the job with `code`. Does not return.
+    /// Ends every rank of the job with `code` (use a non-zero code: it becomes the job's exit
+    /// status). Does not return. Prefer `fail(_:code:)`, which also says why.
     func abort(code: Int32) -> Never
+    /// Leaves the group cleanly. Every rank calls it once, after its last collective and only on
+    /// the success path; collectives after it throw. (Under MPI this is `MPI_Finalize`, which waits
+    /// for every rank: never call it on an error path, call `fail` there.)
+    func finalize() throws(CollectiveError)
 }
 
 extension Communicator {
@@ -27,13 +50,72 @@ extension Communicator {
     ) throws(CollectiveError) {
         try broadcast(UnsafeMutableRawBufferPointer(buffer), root: root)
     }
+
+    /// Gathers a typed buffer of trivial values: on `root`, `receive` (at least `size * send.count`
+    /// elements) gets rank r's elements at `r * send.count`; elsewhere `receive` is unused.
+    public func gather<T: BitwiseCopyable>(
+        _ send: UnsafeBufferPointer<T>, into receive: UnsafeMutableBufferPointer<T>, root: Int
+    ) throws(CollectiveError) {
+        try gather(UnsafeRawBufferPointer(send), into: UnsafeMutableRawBufferPointer(receive), root: root)
+    }
+
+    /// Gathers `values` (the same count on every rank): on `root`, every rank's values
+    /// concatenated in rank order; nil on the other ranks.
+    public func gather<T: BitwiseCopyable>(_ values: [T], root: Int) throws(CollectiveError) -> [T]? {
+        let isRoot = rank == root
+        var all = [T]()
+        if isRoot, !values.isEmpty {
+            all = Array(unsafeUninitializedCapacity: size * values.count) { buffer, initialized in
+                // Zero bytes until the gather below overwrites them (valid for BitwiseCopyable T).
+                UnsafeMutableRawBufferPointer(buffer).initializeMemory(as: UInt8.self, repeating: 0)
+                initialized = buffer.count
+            }
+        }
+        try values.withUnsafeBufferPointer { (send) throws(CollectiveError) in
+            try all.withUnsafeMutableBufferPointer { (receive) throws(CollectiveError) in
+                try gather(send, into: receive, root: root)
+            }
+        }
+        return isRoot ? all : nil
+    }
+
+    /// Says why this rank gives up and ends the whole job: prints `error: rank R: <reason>` (just
+    /// `error: <reason>` in a group of one) as one line on stderr, then `abort(code:)`. Under
+    /// `mpirun` every other rank is killed and `mpirun` exits with `code` (see `MPICommunicator`).
+    public func fail(_ reason: String, code: Int32 = 1) -> Never {
+        let line = size > 1 ? "error: rank \(rank): \(reason)\n" : "error: \(reason)\n"
+        writeToStandardError(line)
+        abort(code: code == 0 ? 1 : code)
+    }
+}
+
+/// Writes `text` to file descriptor 2 (unbuffered) after flushing stdio, so that what this process
+/// printed before reaches its destination ahead of an abort.
+func writeToStandardError(_ text: String) {
+    fflush(nil)
+    let bytes = Array(text.utf8)
+    var offset = 0
+    while offset < bytes.count {
+        let written = bytes.withUnsafeBytes { write(2, $0.baseAddress! + offset, $0.count - offset) }
+        if written < 0 {
+            if errno == EINTR { continue }
+            return
+        }
+        offset += written
+    }
 }
 
 /// What went wrong in a collective call.
 public struct CollectiveError: Error, CustomStringConvertible, Sendable {
+    /// The call that failed (`allreduceSum`, `broadcast`, `MPI_Init_thread`, ...).
     public var operation: String
+    /// MPI's error code, or `CollectiveError.usageCode` for a mistake caught before calling MPI.
     public var code: Int32
+    /// MPI's own text for `code` (`MPI_Error_string`), or what the caller got wrong.
     public var message: String
+
+    /// The code of errors detected by this module rather than returned by MPI.
+    public static let usageCode: Int32 = -1
 
     public init(operation: String, code: Int32, message: String) {
         self.operation = operation
@@ -41,26 +123,75 @@ public struct CollectiveError: Error, CustomStringConvertible, Sendable {
         self.message = message
     }
 
-    public var description: String { "\(operation) failed (code \(code)): \(message)" }
+    static func usage(_ operation: String, _ message: String) -> CollectiveError {
+        CollectiveError(operation: operation, code: usageCode, message: message)
+    }
+
+    public var description: String {
+        code == Self.usageCode ? "\(operation): \(message)" : "\(operation) failed (MPI error \(code)): \(message)"
+    }
 }
 
-/// The group of one: collectives are identities. Used when the binary runs without `mpirun`.
+/// The group of one: collectives are identities (gather is a copy). Used when the binary runs
+/// without `mpirun`. It checks what the MPI group checks (roots, buffer sizes, no use after
+/// `finalize`), so code that runs on it follows the same rules.
 public final class SingleProcessCommunicator: Communicator {
+    private let finalized = Atomic<Bool>(false)
+
     public init() {}
     public var rank: Int { 0 }
     public var size: Int { 1 }
-    public func allreduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws(CollectiveError) {}
+
+    public func allreduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws(CollectiveError) {
+        try checkUsable("allreduceSum")
+    }
+
     public func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) throws(CollectiveError) {
-        guard root == 0 else {
-            throw CollectiveError(operation: "broadcast", code: -1, message: "root \(root) is not a rank of a 1-process group")
+        try checkUsable("broadcast")
+        try checkRoot(root, "broadcast")
+    }
+
+    public func gather(_ send: UnsafeRawBufferPointer, into receive: UnsafeMutableRawBufferPointer, root: Int) throws(CollectiveError) {
+        try checkUsable("gather")
+        try checkRoot(root, "gather")
+        guard receive.count >= send.count else {
+            throw .usage("gather", "the receive buffer holds \(receive.count) bytes, the group sends 1 x \(send.count)")
+        }
+        guard let source = send.baseAddress, let destination = receive.baseAddress, send.count > 0 else { return }
+        destination.copyMemory(from: source, byteCount: send.count)
+    }
+
+    public func barrier() throws(CollectiveError) {
+        try checkUsable("barrier")
+    }
+
+    public func abort(code: Int32) -> Never {
+        fflush(nil)
+        exit(code)
+    }
+
+    public func finalize() throws(CollectiveError) {
+        finalized.store(true, ordering: .sequentiallyConsistent)
+    }
+
+    private func checkUsable(_ operation: String) throws(CollectiveError) {
+        if finalized.load(ordering: .relaxed) {
+            throw .usage(operation, "called after finalize()")
         }
     }
-    public func barrier() throws(CollectiveError) {}
-    public func abort(code: Int32) -> Never { exit(code) }
+
+    private func checkRoot(_ root: Int, _ operation: String) throws(CollectiveError) {
+        guard root == 0 else {
+            throw .usage(operation, "root \(root) is not a rank of a 1-process group")
+        }
+    }
 }
 
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
+/// Splits `count` elements into consecutive ranges of at most `limit` (MPI counts are `Int32`).
+/// Always at least one range, possibly empty, so that a collective on an empty buffer still makes
+/// its one MPI call (every rank takes part, and MPI still checks the arguments).
+func chunkRanges(count: Int, limit: Int) -> [Range<Int>] {
+    precondition(count >= 0 && limit > 0)
+    if count <= limit { return [0..<count] }
+    return stride(from: 0, to: count, by: limit).map { $0..<min($0 + limit, count) }
+}
