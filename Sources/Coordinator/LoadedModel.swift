@@ -1,3 +1,4 @@
+import Collectives
 import Foundation
 import Worker
 
@@ -12,9 +13,14 @@ public final class LoadedModel {
     /// The system message the file's template inserts when none is given (SmolLM2 has one).
     public let defaultSystemMessage: String?
 
-    public init(path: String, contextLength: Int, threads: Int, chatTemplate override: ChatTemplate? = nil) throws {
+    /// Opens the file and builds this rank's part of the model (`communicator`: the tensor-parallel
+    /// group; by default the group of one).
+    public init(
+        path: String, contextLength: Int, threads: Int, chatTemplate override: ChatTemplate? = nil,
+        communicator: any Communicator = SingleProcessCommunicator()
+    ) throws {
         gguf = try GGUFFile(path: path)
-        model = try LlamaModel(gguf: gguf, contextLength: contextLength, threads: threads)
+        model = try LlamaModel(gguf: gguf, contextLength: contextLength, threads: threads, communicator: communicator)
         tokenizer = try Tokenizer(gguf: gguf)
         guard tokenizer.vocabularySize == model.config.vocabularySize else {
             throw WeightFileError(path: path, problem: .badValue(

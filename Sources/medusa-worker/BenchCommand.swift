@@ -58,9 +58,10 @@ struct BenchCommand: ParsableCommand {
     }
 
     func run() throws {
-        try reportingErrors {
-            let loaded = try LoadedModel(
-                path: modelOptions.modelPath, contextLength: modelOptions.ctx, threads: modelOptions.threadCount)
+        let group = RankGroup.join()
+        try group.run {
+            let loaded = try group.loadModel(modelOptions)
+            defer { _ = try? group.finish(loaded.model) }
             if kernels {
                 try runKernels(loaded)
             } else if verifyCurve {
@@ -104,7 +105,7 @@ struct BenchCommand: ParsableCommand {
                 struct Point: Encodable { var n: Int, ms: Double, ratio: Double }
             }
             try emitJSON(Report(
-                threads: modelOptions.threadCount, ranks: 1, context: tokens.count, runs: runs,
+                threads: modelOptions.threadCount, ranks: loaded.model.communicator.size, context: tokens.count, runs: runs,
                 curve: curve.map { .init(n: $0.nodes, ms: $0.seconds * 1e3, ratio: $0.ratio) }))
         } else {
             emit("verify step T(n): \(tokens.count) committed tokens, \(modelOptions.threadCount) threads, median of \(runs)\n")
@@ -169,12 +170,12 @@ struct BenchCommand: ParsableCommand {
                 var prompts: [PromptReport]
             }
             try emitJSON(Report(
-                threads: modelOptions.threadCount, ranks: 1, runs: runs, max_tokens: maxTokens,
+                threads: modelOptions.threadCount, ranks: loaded.model.communicator.size, runs: runs, max_tokens: maxTokens,
                 plain_decode_tokens_per_second: Benchmark.median(decodeRates),
                 prefill_tokens_per_second: Benchmark.median(prefillRates),
                 decode_time_share: shares, prompts: reports))
         } else {
-            emit("\(texts.count) prompts, \(runs) runs each, \(modelOptions.threadCount) threads, 1 rank\n")
+            emit("\(texts.count) prompts, \(runs) runs each, \(modelOptions.threadCount) threads, \(loaded.model.communicator.size) ranks\n")
             emit(String(format: "plain decoding: %.1f tok/s (median over prompts of each prompt's median)\n", Benchmark.median(decodeRates)))
             emit(String(format: "prefill:        %.1f tok/s\n", Benchmark.median(prefillRates)))
             emit("decode step time: " + shares.sorted { $0.value > $1.value }

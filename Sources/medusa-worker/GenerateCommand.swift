@@ -61,13 +61,14 @@ struct GenerateCommand: ParsableCommand {
         var seconds: Double
         var tokens_per_second: Double
         var prefill_seconds: Double
+        var ranks: Int
+        var rank_peak_rss_bytes: [Int]
     }
 
     func run() throws {
-        try reportingErrors {
-            let loaded = try LoadedModel(
-                path: modelOptions.modelPath, contextLength: modelOptions.ctx, threads: modelOptions.threadCount,
-                chatTemplate: chatTemplate.flatMap(ChatTemplate.init(rawValue:)))
+        let group = RankGroup.join()
+        try group.run {
+            let loaded = try group.loadModel(modelOptions, chatTemplate: chatTemplate.flatMap(ChatTemplate.init(rawValue:)))
             let text = try chat.map { try loaded.chatPrompt([ChatMessage(role: "user", content: $0)]) } ?? prompt!
             let promptTokens = loaded.tokenizer.encode(text, addSpecial: true, parseSpecial: true)
             var sampler = Sampler(parameters: SamplingParameters(temperature: temperature, topK: topK, topP: topP), seed: seed)
@@ -82,6 +83,7 @@ struct GenerateCommand: ParsableCommand {
                     return true
                 })
             emit(decoder.flush())
+            let peakMemory = try group.finish(loaded.model)
             if json {
                 emit("\n")
                 let total = result.prefillSeconds + result.decodeSeconds
@@ -90,7 +92,8 @@ struct GenerateCommand: ParsableCommand {
                     prompt_tokens: result.promptTokens, completion_tokens: result.tokens.count,
                     finish_reason: result.finishReason.rawValue, seconds: total,
                     tokens_per_second: result.decodeSeconds > 0 ? Double(max(result.tokens.count - 1, 0)) / result.decodeSeconds : 0,
-                    prefill_seconds: result.prefillSeconds))
+                    prefill_seconds: result.prefillSeconds, ranks: group.communicator.size,
+                    rank_peak_rss_bytes: peakMemory))
             } else {
                 emit("\n")
             }

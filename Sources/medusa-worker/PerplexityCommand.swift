@@ -37,9 +37,10 @@ struct PerplexityCommand: ParsableCommand {
     }
 
     func run() throws {
-        try reportingErrors {
+        let group = RankGroup.join()
+        try group.run {
             let text = try readTextFile(file)
-            let loaded = try LoadedModel(
+            let loaded = try group.loadModel(
                 path: model ?? DefaultModel.resolve(), contextLength: ctx,
                 threads: threads ?? ProcessInfo.processInfo.activeProcessorCount)
             guard ctx <= loaded.model.contextLength else {
@@ -52,8 +53,15 @@ struct PerplexityCommand: ParsableCommand {
                 onChunk: { done, ppl in
                     if !json { FileHandle.standardError.write(Data("[\(done)] \(String(format: "%.4f", ppl))\n".utf8)) }
                 })
+            let peakMemory = try group.finish(loaded.model)
             if json {
-                try emitJSON(result)
+                struct Report: Encodable {
+                    var ppl: Double, mean_nll: Double, tokens_scored: Int, chunks: Int
+                    var ranks: Int, rank_peak_rss_bytes: [Int]
+                }
+                try emitJSON(Report(
+                    ppl: result.ppl, mean_nll: result.meanNLL, tokens_scored: result.tokensScored, chunks: result.chunks,
+                    ranks: group.communicator.size, rank_peak_rss_bytes: peakMemory))
             } else {
                 emit("perplexity: \(String(format: "%.4f", result.ppl)) over \(result.tokensScored) tokens in \(result.chunks) chunks of \(ctx)\n")
             }

@@ -28,7 +28,10 @@ struct TokenizeCommand: ParsableCommand {
     }
 
     func run() throws {
-        try reportingErrors {
+        let group = RankGroup.join()
+        try group.run {
+            // Only rank 0 tokenizes and prints; the other ranks just join and leave the group.
+            guard group.isCoordinator else { return }
             let input = try text ?? readTextFile(file!)
             let path = model ?? DefaultModel.resolve()
             let tokenizer = try Tokenizer(gguf: GGUFFile(path: path))

@@ -12,6 +12,9 @@ public final class KVCache: @unchecked Sendable {
     public let headDimension: Int
     public let capacity: Int
     public private(set) var committed = 0
+    /// When non-nil, every change to the committed prefix is also appended here (rank 0 of a
+    /// group records them for the next step plan; the other ranks replay them with `apply`).
+    var journal: [Operation]?
     private let keys: UnsafeMutablePointer<Float>
     private let values: UnsafeMutablePointer<Float>
     private let layerStride: Int
@@ -43,8 +46,29 @@ public final class KVCache: @unchecked Sendable {
     /// Free slots after the committed ones.
     public var available: Int { capacity - committed }
 
+    /// A change to the committed prefix, as step plans carry it.
+    public enum Operation: Sendable, Equatable {
+        case reset
+        case commit(count: Int)
+        case commitKept([Int])
+        case truncate(to: Int)
+    }
+
+    /// Replays an operation recorded on another rank.
+    public func apply(_ operation: Operation) {
+        switch operation {
+        case .reset: reset()
+        case .commit(let count): commit(count: count)
+        case .commitKept(let kept): commit(kept: kept)
+        case .truncate(let length): truncate(to: length)
+        }
+    }
+
     /// Forgets everything (a new sequence).
-    public func reset() { committed = 0 }
+    public func reset() {
+        committed = 0
+        journal?.append(.reset)
+    }
 
     /// Start of head `head`'s keys in `layer`: [capacity, headDim].
     @inline(__always)
@@ -78,17 +102,20 @@ public final class KVCache: @unchecked Sendable {
             }
         }
         committed += kept.count
+        journal?.append(.commitKept(kept))
     }
 
     /// Keeps the first `count` slots of the step (prefill, plain decoding).
     public func commit(count: Int) {
         precondition(count >= 0 && committed + count <= capacity)
         committed += count
+        journal?.append(.commit(count: count))
     }
 
     /// Drops committed tokens after the first `length` (for example to reuse a shared prompt prefix).
     public func truncate(to length: Int) {
         precondition(length >= 0 && length <= committed)
         committed = length
+        journal?.append(.truncate(to: length))
     }
 }

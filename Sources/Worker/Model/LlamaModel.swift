@@ -35,39 +35,49 @@ public final class LlamaModel: @unchecked Sendable {
     public let cache: KVCache
     public let maxStepTokens: Int
     public let pool: ThreadPool
-    let communicator: any Communicator
+    /// The heads and FFN features this rank owns (everything on a group of one).
+    public let layout: ShardLayout
+    public let communicator: any Communicator
     private var rotary: RotaryTable
     private let buffers: StepBuffers
     /// When set, every forward and LM-head call adds its time split here.
     public var profile: StepProfile?
 
     /// - Parameters:
+    ///   - weights: the whole model's weights; the model keeps this rank's slices of them.
     ///   - contextLength: KV cache capacity in tokens, clamped to the model's context length.
     ///   - maxStepTokens: the most tokens one step may carry (prefill is split into such steps).
+    ///   - communicator: the tensor-parallel group; this process is its rank.
     public init(
         config: LlamaConfig, weights: LlamaWeights, contextLength: Int, maxStepTokens: Int = 512,
         threads: Int, communicator: any Communicator = SingleProcessCommunicator()
-    ) {
+    ) throws(ShardError) {
+        let layout = try ShardLayout(config: config, rank: communicator.rank, size: communicator.size)
+        self.layout = layout
         self.config = config
-        self.weights = weights
+        self.weights = try weights.shard(layout, config: config)
         let capacity = max(1, min(contextLength, config.contextLength))
         cache = KVCache(
-            layerCount: config.layerCount, kvHeadCount: config.kvHeadCount,
+            layerCount: config.layerCount, kvHeadCount: layout.localKVHeadCount,
             headDimension: config.headDimension, capacity: capacity)
         self.maxStepTokens = max(1, min(maxStepTokens, capacity))
         pool = ThreadPool(threadCount: max(1, threads))
         self.communicator = communicator
         rotary = RotaryTable(config: config)
-        buffers = StepBuffers(config: config, maxTokens: self.maxStepTokens, capacity: capacity,
+        if communicator.size > 1 && communicator.rank == 0 { cache.journal = [] }
+        buffers = StepBuffers(config: config, layout: layout, maxTokens: self.maxStepTokens, capacity: capacity,
                               attentionTasks: 4 * max(1, threads))
     }
 
-    /// Opens a GGUF file and builds the model on it.
-    public convenience init(gguf: GGUFFile, contextLength: Int = 2048, maxStepTokens: Int = 512, threads: Int) throws(WeightFileError) {
+    /// Opens a GGUF file and builds this rank's part of the model on it.
+    public convenience init(
+        gguf: GGUFFile, contextLength: Int = 2048, maxStepTokens: Int = 512, threads: Int,
+        communicator: any Communicator = SingleProcessCommunicator()
+    ) throws {
         let config = try LlamaConfig(gguf: gguf)
         let weights = try LlamaWeights(gguf: gguf, config: config)
-        self.init(config: config, weights: weights, contextLength: contextLength,
-                  maxStepTokens: maxStepTokens, threads: threads)
+        try self.init(config: config, weights: weights, contextLength: contextLength,
+                      maxStepTokens: maxStepTokens, threads: threads, communicator: communicator)
     }
 
     /// KV cache capacity in tokens.
@@ -77,9 +87,49 @@ public final class LlamaModel: @unchecked Sendable {
     /// slots committed ..< committed + n. Token i attends to the whole committed cache and to step
     /// token j where `mask[i, j]`. Returns the final-normed hidden states [n, hidden], valid until
     /// the next call. The cache's committed length does not change: call `cache.commit` after.
+    ///
+    /// On rank 0 of a group of several, this first broadcasts the step plan (with the cache
+    /// changes made since the last one) so that every rank runs the same step (`serve`).
     public func forward(
         tokens: UnsafeBufferPointer<Int32>, positions: UnsafeBufferPointer<Int32>, mask: TreeMask
     ) throws(ModelError) -> UnsafeBufferPointer<Float> {
+        try checkStep(tokens: tokens, positions: positions, mask: mask)
+        if let journal = cache.journal {
+            let plan = StepPlan(kind: .forward, cacheOps: journal, tokens: Array(tokens), positions: Array(positions), mask: mask)
+            cache.journal = []
+            do { try plan.broadcast(communicator) } catch { throw .collective(error.description) }
+        }
+        return try localForward(tokens: tokens, positions: positions, mask: mask)
+    }
+
+    /// Ranks other than 0: runs the steps rank 0 broadcasts until it ends the group (`endGroup`).
+    public func serve() throws(ModelError) {
+        precondition(communicator.rank != 0, "rank 0 drives the group; it does not serve")
+        while true {
+            let plan = try StepPlan.receive(communicator)
+            for op in plan.cacheOps { cache.apply(op) }
+            switch plan.kind {
+            case .shutdown: return
+            case .forward:
+                try plan.tokens.withUnsafeBufferPointer { t throws(ModelError) in
+                    try plan.positions.withUnsafeBufferPointer { p throws(ModelError) in
+                        try checkStep(tokens: t, positions: p, mask: plan.mask)
+                        _ = try localForward(tokens: t, positions: p, mask: plan.mask)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Rank 0: tells every other rank to leave `serve`. Does nothing on a group of one.
+    public func endGroup() throws(ModelError) {
+        guard communicator.rank == 0, communicator.size > 1 else { return }
+        do { try StepPlan(kind: .shutdown).broadcast(communicator) } catch { throw .collective(error.description) }
+    }
+
+    private func checkStep(
+        tokens: UnsafeBufferPointer<Int32>, positions: UnsafeBufferPointer<Int32>, mask: TreeMask
+    ) throws(ModelError) {
         let n = tokens.count
         guard n > 0 else { throw .emptyStep }
         guard n <= maxStepTokens else { throw .stepTooLarge(tokens: n, maximum: maxStepTokens) }
@@ -92,12 +142,18 @@ public final class LlamaModel: @unchecked Sendable {
         for t in tokens where t < 0 || Int(t) >= config.vocabularySize {
             throw .tokenOutOfRange(token: t, vocabularySize: config.vocabularySize)
         }
+    }
+
+    private func localForward(
+        tokens: UnsafeBufferPointer<Int32>, positions: UnsafeBufferPointer<Int32>, mask: TreeMask
+    ) throws(ModelError) -> UnsafeBufferPointer<Float> {
+        let n = tokens.count
 
         let c = config
         let b = buffers
         let hidden = c.hiddenSize
-        let qDim = c.headCount * c.headDimension
-        let kvDim = c.kvHeadCount * c.headDimension
+        let qDim = layout.localHeadCount * c.headDimension
+        let kvDim = layout.localKVHeadCount * c.headDimension
 
         var clock = ProfileClock(profile)
         profile?.countStep()
@@ -121,8 +177,8 @@ public final class LlamaModel: @unchecked Sendable {
             MatMul.multiply(layer.value, x: b.normed, xStride: hidden, n: n, y: b.v, yStride: kvDim, pool: pool)
             clock.lap(.matmul)
             for i in 0..<n {
-                rotary.apply(b.q + i * qDim, heads: c.headCount, token: i)
-                rotary.apply(b.k + i * kvDim, heads: c.kvHeadCount, token: i)
+                rotary.apply(b.q + i * qDim, heads: layout.localHeadCount, token: i)
+                rotary.apply(b.k + i * kvDim, heads: layout.localKVHeadCount, token: i)
             }
             clock.lap(.other)
             storeKeysAndValues(layer: l, n: n)
@@ -141,7 +197,7 @@ public final class LlamaModel: @unchecked Sendable {
                 }
             }
             clock.lap(.other)
-            let ffn = c.intermediateSize
+            let ffn = layout.localFFN
             MatMul.multiply(layer.gate, x: b.normed, xStride: hidden, n: n, y: b.gate, yStride: ffn, pool: pool)
             MatMul.multiply(layer.up, x: b.normed, xStride: hidden, n: n, y: b.up, yStride: ffn, pool: pool)
             clock.lap(.matmul)
@@ -187,8 +243,8 @@ public final class LlamaModel: @unchecked Sendable {
     /// Copies the step's rotated keys and its values into cache slots committed + i.
     private func storeKeysAndValues(layer: Int, n: Int) {
         let hd = config.headDimension
-        let kvDim = config.kvHeadCount * hd
-        for h in 0..<config.kvHeadCount {
+        let kvDim = layout.localKVHeadCount * hd
+        for h in 0..<layout.localKVHeadCount {
             let keys = cache.keys(layer: layer, head: h)
             let values = cache.values(layer: layer, head: h)
             for i in 0..<n {
@@ -205,9 +261,10 @@ public final class LlamaModel: @unchecked Sendable {
     private func attend(layer: Int, n: Int, mask: TreeMask) {
         let c = config
         let hd = c.headDimension
-        let qDim = c.headCount * hd
+        let heads = layout.localHeadCount
+        let qDim = heads * hd
         let committed = cache.committed
-        let pairs = n * c.headCount
+        let pairs = n * heads
         let tasks = min(pairs, buffers.attentionTasks)
         let scale = 1 / Float(hd).squareRoot()
         let b = buffers
@@ -217,9 +274,9 @@ public final class LlamaModel: @unchecked Sendable {
             let slots = b.slotLists + task * b.scoreStride
             var pair = task
             while pair < pairs {
-                let i = pair / c.headCount
-                let head = pair % c.headCount
-                let kvHead = head / c.groupSize
+                let i = pair / heads
+                let head = pair % heads
+                let kvHead = layout.localKVHead(forLocalHead: head)
                 let q = b.q + i * qDim + head * hd
                 let keys = cache.keys(layer: layer, head: kvHead)
                 let values = cache.values(layer: layer, head: kvHead)
@@ -273,7 +330,7 @@ final class StepBuffers: @unchecked Sendable {
     let attentionTasks: Int
     private var all: [UnsafeMutableRawPointer] = []
 
-    init(config c: LlamaConfig, maxTokens: Int, capacity: Int, attentionTasks: Int) {
+    init(config c: LlamaConfig, layout: ShardLayout, maxTokens: Int, capacity: Int, attentionTasks: Int) {
         var owned: [UnsafeMutableRawPointer] = []
         func floats(_ count: Int) -> UnsafeMutablePointer<Float> {
             let p = UnsafeMutablePointer<Float>.allocate(capacity: max(count, 1))
@@ -281,8 +338,8 @@ final class StepBuffers: @unchecked Sendable {
             owned.append(UnsafeMutableRawPointer(p))
             return p
         }
-        let qDim = c.headCount * c.headDimension
-        let kvDim = c.kvHeadCount * c.headDimension
+        let qDim = layout.localHeadCount * c.headDimension
+        let kvDim = layout.localKVHeadCount * c.headDimension
         x = floats(maxTokens * c.hiddenSize)
         normed = floats(maxTokens * c.hiddenSize)
         q = floats(maxTokens * qDim)
@@ -290,8 +347,8 @@ final class StepBuffers: @unchecked Sendable {
         v = floats(maxTokens * kvDim)
         attention = floats(maxTokens * qDim)
         projected = floats(maxTokens * c.hiddenSize)
-        gate = floats(maxTokens * c.intermediateSize)
-        up = floats(maxTokens * c.intermediateSize)
+        gate = floats(maxTokens * layout.localFFN)
+        up = floats(maxTokens * layout.localFFN)
         scoreStride = capacity
         self.attentionTasks = attentionTasks
         scores = floats(attentionTasks * capacity)

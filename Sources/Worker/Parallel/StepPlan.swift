@@ -1,0 +1,133 @@
+import Collectives
+
+/// What every rank does in one step, decided by rank 0 and broadcast once (DESIGN.md section 1):
+/// first the cache operations rank 0 made since the previous plan (resets, commits of the kept
+/// tokens), then the step itself: a forward over tokens at positions with a tree mask, or the end.
+public struct StepPlan: Sendable, Equatable {
+    public enum Kind: Int32, Sendable {
+        case forward = 1
+        /// Ends `LlamaModel.serve` on every rank.
+        case shutdown = 2
+    }
+
+    public var kind: Kind
+    public var cacheOps: [KVCache.Operation]
+    public var tokens: [Int32]
+    public var positions: [Int32]
+    public var mask: TreeMask
+
+    public init(kind: Kind, cacheOps: [KVCache.Operation] = [], tokens: [Int32] = [], positions: [Int32] = [],
+                mask: TreeMask = TreeMask(count: 0)) {
+        self.kind = kind
+        self.cacheOps = cacheOps
+        self.tokens = tokens
+        self.positions = positions
+        self.mask = mask
+    }
+
+    // Wire format: Int32 words. Header: magic, kind, token count, op word count, mask words per
+    // row, total payload words; then the ops, tokens, positions, and the mask's UInt64 words as
+    // pairs of Int32. The first `inlineWords` words travel in one fixed-size broadcast; a longer
+    // plan (a prefill) sends the rest in a second one.
+    static let magic: Int32 = 0x4D54_5053  // "MTPS"
+    static let headerWords = 6
+    /// Words of the fixed first broadcast: room for a decode step or a tree of a few dozen nodes.
+    public static let inlineWords = 1024
+
+    func encode() -> [Int32] {
+        var ops: [Int32] = []
+        for op in cacheOps {
+            switch op {
+            case .reset: ops += [1]
+            case .commit(let count): ops += [2, Int32(count)]
+            case .commitKept(let kept): ops += [3, Int32(kept.count)] + kept.map { Int32($0) }
+            case .truncate(let length): ops += [4, Int32(length)]
+            }
+        }
+        var maskWords: [Int32] = []
+        maskWords.reserveCapacity(2 * mask.words.count)
+        for w in mask.words {
+            maskWords.append(Int32(truncatingIfNeeded: w))
+            maskWords.append(Int32(truncatingIfNeeded: w >> 32))
+        }
+        let payload = ops.count + tokens.count + positions.count + maskWords.count
+        var words: [Int32] = [Self.magic, kind.rawValue, Int32(tokens.count), Int32(ops.count),
+                              Int32(mask.wordsPerRow), Int32(payload)]
+        words += ops
+        words += tokens
+        words += positions
+        words += maskWords
+        return words
+    }
+
+    static func decode(_ w: [Int32]) throws(PlanError) -> StepPlan {
+        guard w.count >= headerWords, w[0] == magic, let kind = Kind(rawValue: w[1]) else { throw .malformed("bad header") }
+        let n = Int(w[2]), opWords = Int(w[3]), wordsPerRow = Int(w[4]), payload = Int(w[5])
+        guard n >= 0, opWords >= 0, wordsPerRow >= 0, w.count >= headerWords + payload,
+              payload == opWords + 2 * n + 2 * n * wordsPerRow else { throw .malformed("inconsistent sizes") }
+        var i = headerWords
+        var ops: [KVCache.Operation] = []
+        let opsEnd = i + opWords
+        while i < opsEnd {
+            switch w[i] {
+            case 1: ops.append(.reset); i += 1
+            case 2 where i + 1 < opsEnd: ops.append(.commit(count: Int(w[i + 1]))); i += 2
+            case 3 where i + 1 < opsEnd && i + 2 + Int(w[i + 1]) <= opsEnd:
+                let count = Int(w[i + 1])
+                ops.append(.commitKept(w[(i + 2)..<(i + 2 + count)].map(Int.init)))
+                i += 2 + count
+            case 4 where i + 1 < opsEnd: ops.append(.truncate(to: Int(w[i + 1]))); i += 2
+            default: throw .malformed("bad cache operation \(w[i])")
+            }
+        }
+        let tokens = Array(w[i..<(i + n)]); i += n
+        let positions = Array(w[i..<(i + n)]); i += n
+        var maskWords: [UInt64] = []
+        for k in 0..<(n * wordsPerRow) {
+            maskWords.append(UInt64(UInt32(bitPattern: w[i + 2 * k])) | UInt64(UInt32(bitPattern: w[i + 2 * k + 1])) << 32)
+        }
+        guard wordsPerRow == (n + 63) / 64 else { throw .malformed("mask of \(wordsPerRow) words per row for \(n) tokens") }
+        return StepPlan(kind: kind, cacheOps: ops, tokens: tokens, positions: positions,
+                        mask: TreeMask(count: n, words: maskWords))
+    }
+
+    /// Rank 0: sends the plan to every rank (one broadcast, two for long plans).
+    func broadcast(_ communicator: any Communicator) throws(CollectiveError) {
+        var words = encode()
+        let total = words.count
+        var first = [Int32](repeating: 0, count: Self.inlineWords)
+        for k in 0..<min(total, Self.inlineWords) { first[k] = words[k] }
+        try first.withUnsafeMutableBufferPointer { b throws(CollectiveError) in try communicator.broadcast(b, root: 0) }
+        if total > Self.inlineWords {
+            try words.withUnsafeMutableBufferPointer { b throws(CollectiveError) in
+                try communicator.broadcast(UnsafeMutableBufferPointer(rebasing: b[Self.inlineWords...]), root: 0)
+            }
+        }
+    }
+
+    /// Other ranks: receives the next plan from rank 0.
+    static func receive(_ communicator: any Communicator) throws(ModelError) -> StepPlan {
+        var first = [Int32](repeating: 0, count: inlineWords)
+        do {
+            try first.withUnsafeMutableBufferPointer { b throws(CollectiveError) in try communicator.broadcast(b, root: 0) }
+        } catch { throw .collective(error.description) }
+        guard first[0] == magic, first[5] >= 0 else { throw .collective("received a malformed step plan (bad header)") }
+        let total = headerWords + Int(first[5])
+        var words = first
+        if total > inlineWords {
+            var rest = [Int32](repeating: 0, count: total - inlineWords)
+            do {
+                try rest.withUnsafeMutableBufferPointer { b throws(CollectiveError) in try communicator.broadcast(b, root: 0) }
+            } catch { throw .collective(error.description) }
+            words += rest
+        }
+        do { return try decode(words) } catch { throw .collective("received a malformed step plan: \(error)") }
+    }
+}
+
+public enum PlanError: Error, CustomStringConvertible, Sendable {
+    case malformed(String)
+    public var description: String {
+        switch self { case .malformed(let what): "malformed step plan: \(what)" }
+    }
+}

@@ -1,0 +1,116 @@
+import Foundation
+import TestSupport
+import Testing
+import Worker
+
+/// The sharded forward under `mpirun -np P`: the same answers as one process, only rank 0 prints,
+/// and a failure anywhere ends the job with a line naming the rank.
+@Suite(.serialized, .timeLimit(.minutes(10))) struct TensorParallelTests {
+    /// 6 query heads of 32 over 2 KV heads (groups of 3, as SmolLM2's 9 over 3) and an FFN of 5
+    /// blocks of 32: every P in 2...4 splits heads unevenly, cuts a KV group (so KV heads are
+    /// replicated) and splits the FFN unevenly.
+    static let config = LlamaConfig(
+        layerCount: 2, hiddenSize: 192, intermediateSize: 160, headCount: 6, kvHeadCount: 2,
+        ropeFrequencyBase: 10000, rmsNormEpsilon: 1e-5, contextLength: 256, vocabularySize: 300)
+
+    static func model(_ type: TensorType) throws -> String {
+        var synthetic = SyntheticLlama(config: config, weightType: type, seed: 23)
+        let path = try makeTemporaryDirectory() + "/tp-\(type).gguf"
+        try synthetic.write(to: path)
+        return path
+    }
+
+    static func textFile() throws -> String {
+        let path = try makeTemporaryDirectory() + "/text.txt"
+        try Data(String(repeating: "Tensor parallel ranks must agree with one process. ", count: 6).utf8)
+            .write(to: URL(fileURLWithPath: path))
+        return path
+    }
+
+    /// Runs `arguments` on P ranks (P = 1 without mpirun), expecting success and one JSON line.
+    static func run(np: Int, _ arguments: [String]) throws -> [String: Any] {
+        let r = np == 1 ? try BinaryRunner.run(arguments) : try MPIRunner.run(np: np, arguments: arguments)
+        #expect(r.status == 0, "np=\(np) \(arguments): \(r.stderr)")
+        let jsonLines = r.stdout.split(separator: "\n").filter { $0.hasPrefix("{") }
+        #expect(jsonLines.count == 1, "np=\(np): only rank 0 prints; stdout was \(r.stdout)")
+        return try r.json()
+    }
+
+    @Test("a synthetic model gives the same tokens and perplexity on 1-4 ranks", arguments: [TensorType.q8_0, .q4_1])
+    func syntheticModelAgrees(type: TensorType) throws {
+        let model = try Self.model(type)
+        let text = try Self.textFile()
+        let generate = ["generate", "--model", model, "--prompt", "Hello ranks", "--max-tokens", "24",
+                        "--ignore-eos", "--threads", "1", "--json"]
+        let perplexity = ["perplexity", "--model", model, "--file", text, "--ctx", "64", "--threads", "1", "--json"]
+        let one = try Self.run(np: 1, generate)
+        let onePPL = try Self.run(np: 1, perplexity)["ppl"] as? Double ?? .nan
+        #expect((one["token_ids"] as? [Int])?.count == 24)
+        for np in 2...4 {
+            let many = try Self.run(np: np, generate)
+            #expect(many["token_ids"] as? [Int] == one["token_ids"] as? [Int], "np=\(np)")
+            #expect(many["ranks"] as? Int == np)
+            #expect((many["rank_peak_rss_bytes"] as? [Int])?.count == np)
+            #expect((many["rank_peak_rss_bytes"] as? [Int])?.allSatisfy { $0 > 1 << 20 } == true)
+            let ppl = try Self.run(np: np, perplexity)["ppl"] as? Double ?? .nan
+            #expect(abs(ppl - onePPL) / onePPL < 1e-4, "np=\(np): \(ppl) vs \(onePPL)")
+        }
+    }
+
+    @Test("SmolLM2 gives the same greedy answer and perplexity on 2 and 3 ranks")
+    func smolLM2Agrees() throws {
+        guard let model = try TestData.model() else { return }
+        let generate = ["generate", "--model", model, "--chat", "What is the capital of France?", "--max-tokens", "24",
+                        "--threads", "1", "--json"]
+        let perplexity = ["perplexity", "--model", model, "--file", TestData.repositoryRoot + "/Tests/Data/perplexity.txt",
+                          "--ctx", "128", "--chunks", "2", "--threads", "1", "--json"]
+        let one = try Self.run(np: 1, generate)
+        #expect((one["text"] as? String)?.contains("Paris") == true)
+        let onePPL = try Self.run(np: 1, perplexity)["ppl"] as? Double ?? .nan
+        for np in [2, 3] {
+            #expect(try Self.run(np: np, generate)["token_ids"] as? [Int] == one["token_ids"] as? [Int], "np=\(np)")
+            let ppl = try Self.run(np: np, perplexity)["ppl"] as? Double ?? .nan
+            #expect(abs(ppl - onePPL) / onePPL < 1e-4, "np=\(np): \(ppl) vs \(onePPL)")
+        }
+    }
+
+    @Test("tokenize prints once under mpirun")
+    func tokenizeOnRankZero() throws {
+        let model = try Self.model(.q8_0)
+        let one = try Self.run(np: 1, ["tokenize", "--model", model, "--text", "abc", "--json"])
+        let two = try Self.run(np: 2, ["tokenize", "--model", model, "--text", "abc", "--json"])
+        #expect(two["token_ids"] as? [Int] == one["token_ids"] as? [Int])
+    }
+
+    @Test("errors end every rank quickly with a line naming the rank")
+    func errorsEndTheJob() throws {
+        let model = try Self.model(.q8_0)
+        let dir = try makeTemporaryDirectory()
+        let cases: [([String], String)] = [
+            (["generate", "--model", dir + "/absent.gguf", "--prompt", "x"], "absent.gguf"),
+            (["generate", "--model", model, "--prompt", String(repeating: "long prompt ", count: 40), "--ctx", "32"],
+             "rank 0: the prompt is"),
+            (["perplexity", "--model", model, "--file", dir + "/missing.txt"], "missing.txt"),
+        ]
+        for (arguments, expected) in cases {
+            let r = try MPIRunner.run(np: 2, arguments: arguments, timeout: 60)
+            #expect(r.status != 0, "\(arguments) exited 0")
+            #expect(r.stderr.contains(expected), "\(arguments): stderr was \(r.stderr)")
+            #expect(r.stderr.contains("error: rank"), "\(arguments): stderr was \(r.stderr)")
+            #expect(r.seconds < 30, "\(arguments) took \(r.seconds) s")
+        }
+        // More ranks than attention heads: a clear error, not a crash.
+        let r = try MPIRunner.run(np: 7, arguments: ["generate", "--model", model, "--prompt", "x"], timeout: 60)
+        #expect(r.status != 0)
+        #expect(r.stderr.contains("cannot split the model over 7 ranks"), "\(r.stderr)")
+        // Heads of 16 values: a rank boundary inside a 32-value block of attn_output.
+        var narrow = SyntheticLlama(config: LlamaConfig(
+            layerCount: 1, hiddenSize: 96, intermediateSize: 64, headCount: 6, kvHeadCount: 2,
+            ropeFrequencyBase: 10000, rmsNormEpsilon: 1e-5, contextLength: 64, vocabularySize: 300), weightType: .q8_0)
+        let narrowPath = dir + "/narrow.gguf"
+        try narrow.write(to: narrowPath)
+        let n = try MPIRunner.run(np: 2, arguments: ["generate", "--model", narrowPath, "--prompt", "x"], timeout: 60)
+        #expect(n.status != 0)
+        #expect(n.stderr.contains("blk.0.attn_output.weight would be cut at input column 48"), "\(n.stderr)")
+    }
+}
