@@ -1,4 +1,5 @@
-/// A problem with a model or weight file, naming the file and what was expected.
+/// A problem with a model or weight file (GGUF, safetensors, or a Hugging Face checkpoint's JSON
+/// files), naming the file and what was expected.
 public struct WeightFileError: Error, CustomStringConvertible, Sendable, Equatable {
     public enum Problem: Sendable, Equatable {
         case cannotOpen(reason: String)
@@ -20,6 +21,15 @@ public struct WeightFileError: Error, CustomStringConvertible, Sendable, Equatab
         case missingTensor(String)
         case shapeMismatch(tensor: String, expected: [Int], found: [Int])
         case unsupportedArchitecture(String)
+        // Safetensors files and Hugging Face checkpoint folders.
+        case invalidJSON(what: String, reason: String)
+        case badTensorHeader(tensor: String, reason: String)
+        case unsupportedDType(tensor: String, dtype: String)
+        case tensorSizeMismatch(tensor: String, shape: [Int], dtype: String, expected: Int, found: Int)
+        case overlappingTensors(String, String)
+        case missingShard(shard: String, reason: String)
+        case tensorNotInShard(tensor: String, shard: String)
+        case notACheckpoint(reason: String)
     }
 
     public var path: String
@@ -57,6 +67,17 @@ public struct WeightFileError: Error, CustomStringConvertible, Sendable, Equatab
         case .shapeMismatch(let tensor, let expected, let found):
             what = "tensor '\(tensor)' has shape \(found), expected \(expected)"
         case .unsupportedArchitecture(let arch): what = "unsupported architecture '\(arch)' (supported: llama)"
+        case .invalidJSON(let item, let reason): what = "\(item) is not valid JSON: \(reason)"
+        case .badTensorHeader(let tensor, let reason): what = "tensor '\(tensor)' has a bad header entry: \(reason)"
+        case .unsupportedDType(let tensor, let dtype):
+            what = "tensor '\(tensor)' has dtype \(dtype), which is not supported (supported: F32, F16, BF16)"
+        case .tensorSizeMismatch(let tensor, let shape, let dtype, let expected, let found):
+            what = "tensor '\(tensor)' spans \(found) bytes, but shape \(shape) of \(dtype) needs \(expected)"
+        case .overlappingTensors(let first, let second): what = "the data of tensors '\(first)' and '\(second)' overlap"
+        case .missingShard(let shard, let reason): what = "shard '\(shard)' cannot be opened: \(reason)"
+        case .tensorNotInShard(let tensor, let shard):
+            what = "weight_map puts tensor '\(tensor)' in shard '\(shard)', which does not hold it"
+        case .notACheckpoint(let reason): what = "not a Hugging Face checkpoint folder: \(reason)"
         }
         return "\(path): \(what)"
     }
