@@ -42,16 +42,30 @@ public enum JSONValue: Sendable, Equatable, Decodable {
 
     /// Reads and parses the JSON file at `path`.
     public static func read(path: String, what: String) throws(WeightFileError) -> JSONValue {
+        try decode(JSONValue.self, path: path, what: what)
+    }
+
+    /// Reads the JSON file at `path` into `T`; a missing file, malformed JSON or a value of the
+    /// wrong shape is a `WeightFileError` naming the file (and the key, for a wrong shape).
+    public static func decode<T: Decodable>(_: T.Type, path: String, what: String) throws(WeightFileError) -> T {
         guard let data = FileManager.default.contents(atPath: path) else {
             let reason = FileManager.default.fileExists(atPath: path) ? "not readable" : "no such file"
             throw WeightFileError(path: path, problem: .cannotOpen(reason: reason))
         }
-        return try parse(data, path: path, what: what)
+        do {
+            return try JSONDecoder().decode(T.self, from: data)
+        } catch {
+            throw WeightFileError(path: path, problem: .invalidJSON(what: what, reason: describe(error)))
+        }
     }
 
-    /// One line from a decoding error: the parser's own message when it has one.
+    /// One line from a decoding error: the parser's own message, or what was expected where.
     static func describe(_ error: any Error) -> String {
-        if case DecodingError.dataCorrupted(let context) = error {
+        func at(_ path: [any CodingKey]) -> String {
+            path.isEmpty ? "the top level" : path.map { $0.intValue.map(String.init) ?? $0.stringValue }.joined(separator: ".")
+        }
+        switch error {
+        case DecodingError.dataCorrupted(let context):
             if let underlying = context.underlyingError {
                 let text = "\(underlying)"
                 if let range = text.range(of: "NSDebugDescription=") {
@@ -59,9 +73,14 @@ public enum JSONValue: Sendable, Equatable, Decodable {
                 }
                 return text
             }
-            return context.debugDescription
+            return context.codingPath.isEmpty ? context.debugDescription : "\(at(context.codingPath)): \(context.debugDescription)"
+        case DecodingError.typeMismatch(let type, let context), DecodingError.valueNotFound(let type, let context):
+            return "\(at(context.codingPath)) should be \(type)"
+        case DecodingError.keyNotFound(let key, let context):
+            return "\(at(context.codingPath + [key])) is missing"
+        default:
+            return "\(error)"
         }
-        return "\(error)"
     }
 
     /// How the value is named in errors ("an integer", "a string", ...).
