@@ -16,22 +16,22 @@ public final class LoadedModel {
 
     public init(path: String, contextLength: Int, threads: Int, chatTemplate override: ChatTemplate? = nil) throws {
         self.path = path
-        let tokenFile: String
+        let tokens: (file: String, key: String)
         switch try ModelSource(path: path) {
         case .gguf(let file):
             let gguf = try GGUFFile(path: file)
             model = try LlamaModel(gguf: gguf, contextLength: contextLength, threads: threads)
             tokenizer = try Tokenizer(gguf: gguf)
-            tokenFile = "tokenizer.ggml.tokens"
+            tokens = (file, "tokenizer.ggml.tokens")
         case .huggingFace(let directory):
             let checkpoint = try HuggingFaceCheckpoint(directory: directory)
             model = LlamaModel(config: checkpoint.config, weights: checkpoint.weights, contextLength: contextLength, threads: threads)
             tokenizer = try Tokenizer(huggingFaceDirectory: directory)
-            tokenFile = "tokenizer.json"
+            tokens = ((directory as NSString).appendingPathComponent("tokenizer.json"), "model.vocab")
         }
         guard tokenizer.vocabularySize == model.config.vocabularySize else {
-            throw WeightFileError(path: path, problem: .badValue(
-                key: tokenFile,
+            throw WeightFileError(path: tokens.file, problem: .badValue(
+                key: tokens.key,
                 reason: "\(tokenizer.vocabularySize) tokens but the embedding has \(model.config.vocabularySize) rows"))
         }
         let templateText = tokenizer.chatTemplateText

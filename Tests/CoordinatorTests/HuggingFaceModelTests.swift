@@ -156,6 +156,13 @@ import Worker
         #expect(loadError(doubles) == "\(doubles)/model.safetensors: tensor 'model.norm.weight' has dtype F64, which is not supported (supported: F32, F16, BF16)")
 
         // A tokenizer with more tokens than the embedding has rows.
+        let extraToken = try rewrite(same)
+        var tokenizer = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: extraToken + "/tokenizer.json"))) as! [String: Any]
+        tokenizer["added_tokens"] = (tokenizer["added_tokens"] as! [Any]) + [["id": 305, "content": "<extra>", "special": true]]
+        try JSONSerialization.data(withJSONObject: tokenizer).write(to: URL(fileURLWithPath: extraToken + "/tokenizer.json"))
+        #expect(loadError(extraToken) == "\(extraToken)/tokenizer.json: key 'model.vocab': 306 tokens but the embedding has 300 rows")
+
+        // config.json's vocab_size disagreeing with the embedding.
         let bigVocab = try rewrite(same)
         try Data(String(decoding: try Data(contentsOf: URL(fileURLWithPath: p.folder + "/config.json")), as: UTF8.self)
             .replacingOccurrences(of: "\"vocab_size\":300", with: "\"vocab_size\":290").utf8)

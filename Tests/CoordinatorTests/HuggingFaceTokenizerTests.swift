@@ -212,9 +212,9 @@ import Worker
         #expect(try failure(["tokenizer.json": Self.byteLevelJSON(preTokenizer: #"{"type": "ByteLevel", "add_prefix_space": true}"#)])
             .contains("add_prefix_space"))
         #expect(try failure(["tokenizer.json": Self.byteLevelJSON(), "tokenizer_config.json": #"{"eos_token": "<nope>"}"#])
-            .contains("tokenizer_config.json: metadata key 'eos_token': '<nope>' is not a token"))
+            .contains("tokenizer_config.json: key 'eos_token': '<nope>' is not a token"))
         #expect(try failure(["tokenizer.json": Self.byteLevelJSON(), "tokenizer_config.json": #"{"add_bos_token": "yes"}"#])
-            .contains("tokenizer_config.json: metadata key 'add_bos_token' should be a boolean, found a string"))
+            .contains("tokenizer_config.json: key 'add_bos_token' should be a boolean, found a string"))
     }
 
     @Test func malformedFilesAreNamed() throws {

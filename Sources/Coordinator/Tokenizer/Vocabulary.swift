@@ -28,7 +28,7 @@ public struct TokenizerError: Error, CustomStringConvertible, Sendable, Equatabl
         case .unsupportedPreTokenizer(let name, let supported):
             what = "tokenizer.ggml.pre is '\(name)', which is not supported (supported: \(supported.joined(separator: ", ")))"
         case .badValue(let key, let reason):
-            what = "metadata key '\(key)': \(reason)"
+            what = "\(path.hasSuffix(".json") ? "key" : "metadata key") '\(key)': \(reason)"
         case .unsupportedSetting(let key, let reason):
             what = "\(key): \(reason)"
         }

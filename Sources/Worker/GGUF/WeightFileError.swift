@@ -41,6 +41,8 @@ public struct WeightFileError: Error, CustomStringConvertible, Sendable, Equatab
     }
 
     public var description: String {
+        // GGUF keys are metadata; a JSON file's (config.json, an index) are just keys.
+        let key = path.hasSuffix(".json") ? "key" : "metadata key"
         let what: String
         switch problem {
         case .cannotOpen(let reason): what = "cannot open: \(reason)"
@@ -60,9 +62,9 @@ public struct WeightFileError: Error, CustomStringConvertible, Sendable, Equatab
             what = "tensor '\(tensor)' data (\(size) bytes at byte \(offset)) runs past the end of the file (\(fileSize) bytes)"
         case .misalignedTensor(let tensor, let offset, let alignment):
             what = "tensor '\(tensor)' data offset \(offset) is not a multiple of the alignment \(alignment)"
-        case .missingKey(let key): what = "missing required metadata key '\(key)'"
-        case .wrongKeyType(let key, let expected, let found): what = "metadata key '\(key)' should be \(expected), found \(found)"
-        case .badValue(let key, let reason): what = "metadata key '\(key)': \(reason)"
+        case .missingKey(let name): what = "missing required \(key) '\(name)'"
+        case .wrongKeyType(let name, let expected, let found): what = "\(key) '\(name)' should be \(expected), found \(found)"
+        case .badValue(let name, let reason): what = "\(key) '\(name)': \(reason)"
         case .missingTensor(let name): what = "missing required tensor '\(name)'"
         case .shapeMismatch(let tensor, let expected, let found):
             what = "tensor '\(tensor)' has shape \(found), expected \(expected)"
