@@ -131,6 +131,11 @@ import Worker
         #expect(t.encode("he", addSpecial: true, parseSpecial: false) == [260, 256, 261])
         #expect(t.chatTemplateText == nil)
 
+        // Llama 3 puts the template after a ByteLevel processor.
+        let sequence = #"{"type": "Sequence", "processors": [{"type": "ByteLevel"}, \#(template)]}"#
+        let llama3 = try Tokenizer(huggingFaceDirectory: Self.write(["tokenizer.json": Self.byteLevelJSON(postProcessor: sequence)]))
+        #expect(llama3.encode("he", addSpecial: true, parseSpecial: false) == [260, 256, 261])
+
         let ids = try Self.write(["tokenizer.json": Self.byteLevelJSON(), "config.json": #"{"bos_token_id": 261, "eos_token_id": [260, 261]}"#,
                                   "chat_template.jinja": "{% for m in messages %}USER: x ASSISTANT: {% endfor %}"])
         let u = try Tokenizer(huggingFaceDirectory: ids)
@@ -142,8 +147,9 @@ import Worker
         let digits = #"{"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": true}, {"type": "ByteLevel", "use_regex": true}]}"#
         let split = #"{"type": "Sequence", "pretokenizers": [{"type": "Split", "pattern": {"Regex": "\#(Self.escape(HuggingFaceTokenizerWriter.llama3Regex))"}, "behavior": "Isolated", "invert": false}, {"type": "ByteLevel", "use_regex": false}]}"#
         let gpt2 = #"{"type": "ByteLevel", "add_prefix_space": false, "use_regex": true}"#
+        let gpt2Split = #"{"type": "Sequence", "pretokenizers": [{"type": "Split", "pattern": {"Regex": "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+"}, "behavior": "Isolated", "invert": false}, {"type": "ByteLevel", "use_regex": false}]}"#
         for (json, expected, digitsSplit) in [(digits, PreTokenizer.Kind.starcoder, [49, 50, 51]), (split, .llama3, [49, 50, 51]),
-                                              (gpt2, .gpt2, [49, 50, 51])] {
+                                              (gpt2, .gpt2, [49, 50, 51]), (gpt2Split, .gpt2, [49, 50, 51])] {
             let dir = try Self.write(["tokenizer.json": Self.byteLevelJSON(preTokenizer: json)])
             let files = try HuggingFaceTokenizerFiles(directory: dir)
             guard case .byteLevelBPE(let configuration) = files.description.model else {
@@ -200,7 +206,7 @@ import Worker
     @Test func unsupportedSettingsAreNamed() throws {
         let unknownRegex = #"{"type": "Sequence", "pretokenizers": [{"type": "Split", "pattern": {"Regex": "\\p{N}|[a-z]+"}, "behavior": "Isolated"}, {"type": "ByteLevel", "use_regex": false}]}"#
         #expect(try failure(["tokenizer.json": Self.byteLevelJSON(preTokenizer: unknownRegex)])
-            .contains(#"tokenizer.json: pre_tokenizer: the Split regex '\p{N}|[a-z]+' is not one this project implements (known: Llama 3, GPT-2)"#))
+            .contains(#"tokenizer.json: pre_tokenizer: the Split regex '\p{N}|[a-z]+' is not one this project implements (known: GPT-2, Llama 3)"#))
         let removed = #"{"type": "Sequence", "pretokenizers": [{"type": "Split", "pattern": {"Regex": "\#(Self.escape(HuggingFaceTokenizerWriter.llama3Regex))"}, "behavior": "Removed"}, {"type": "ByteLevel", "use_regex": false}]}"#
         #expect(try failure(["tokenizer.json": Self.byteLevelJSON(preTokenizer: removed)]).contains("behavior Removed"))
         #expect(try failure(["tokenizer.json": Self.byteLevelJSON(modelType: "Unigram")])
@@ -219,6 +225,7 @@ import Worker
 
     @Test func malformedFilesAreNamed() throws {
         #expect(try failure(["tokenizer_config.json": "{}"]).contains("tokenizer.json: cannot open: no such file"))
+        #expect(try failure(["tokenizer.model": "\u{0}"]).contains("there is no tokenizer.json, only tokenizer.model"))
         #expect(try failure(["tokenizer.json": #"{"model": {"type": "BPE", "vocab": {"a": 0}"#])
             .contains("tokenizer.json: tokenizer.json is not valid JSON"))
         #expect(try failure(["tokenizer.json": #"{"model": {"type": "BPE", "vocab": {"a": "zero"}}}"#])

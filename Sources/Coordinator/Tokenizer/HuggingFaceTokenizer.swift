@@ -27,6 +27,12 @@ struct HuggingFaceTokenizerFiles {
 
     init(directory: String) throws {
         let path = (directory as NSString).appendingPathComponent(Self.tokenizerFileName)
+        let sentencePieceModel = (directory as NSString).appendingPathComponent("tokenizer.model")
+        if !FileManager.default.fileExists(atPath: path) && FileManager.default.fileExists(atPath: sentencePieceModel) {
+            throw WeightFileError(path: directory, problem: .notACheckpoint(reason: "there is no tokenizer.json, only "
+                + "tokenizer.model (SentencePiece's own format, not read here; transformers' LlamaTokenizerFast "
+                + "saves a tokenizer.json)"))
+        }
         let json = try JSONValue.decode(TokenizerJSON.self, path: path, what: Self.tokenizerFileName)
         let configPath = (directory as NSString).appendingPathComponent(Self.configFileName)
         let config: JSONObjectReader? = FileManager.default.fileExists(atPath: configPath)
@@ -155,11 +161,13 @@ struct HuggingFaceTokenizerFiles {
             }
             unknown = id
         }
-        if let unknown, attributes[Int(unknown)] != .unused { attributes[Int(unknown)] = .unknown }
+        if sentencePiece, let unknown, attributes[Int(unknown)] != .unused { attributes[Int(unknown)] = .unknown }
 
         // add_bos/add_eos: tokenizer_config.json, else the post-processor's template.
         var addEOS = false
-        if let template = json.postProcessor, template["type"]?.stringValue == "TemplateProcessing",
+        // Llama 3 wraps it in a Sequence after ByteLevel.
+        let processors = Self.flatten(json.postProcessor, sequenceKey: "processors")
+        if let template = processors.first(where: { $0["type"]?.stringValue == "TemplateProcessing" }),
            let single = template["single"]?.arrayValue {
             let first = single.first?["SpecialToken"]?["id"]?.stringValue
             let last = single.count > 1 ? single.last?["SpecialToken"]?["id"]?.stringValue : nil
@@ -219,6 +227,7 @@ struct HuggingFaceTokenizerFiles {
         (#"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#,
          "llama3", "Llama 3"),
         (#"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"#, "gpt-2", "GPT-2"),
+        (#"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)"#, "gpt-2", "GPT-2"),
     ]
 
     /// Maps a byte-level pre-tokenizer pipeline onto the `PreTokenizer` configurations:
@@ -249,7 +258,7 @@ struct HuggingFaceTokenizerFiles {
             }
             guard let known = knownSplitPatterns.first(where: { $0.pattern == regex }) else {
                 throw unsupported("pre_tokenizer", "the Split regex '\(regex)' is not one this project implements (known: "
-                    + knownSplitPatterns.map(\.models).joined(separator: ", ") + ")")
+                    + Set(knownSplitPatterns.map(\.models)).sorted().joined(separator: ", ") + ")")
             }
             let behavior = split["behavior"]?.stringValue ?? "Isolated"
             guard behavior == "Isolated", split["invert"]?.boolValue != true else {
