@@ -1,4 +1,5 @@
 import Foundation
+import Worker
 
 /// Where the embedded default model lives and how to find it.
 public enum DefaultModel {
@@ -25,5 +26,27 @@ public enum DefaultModel {
         }
         // Not found: name the expected place so the error tells the user what to run.
         return "\(cacheFolder)/\(fileName)"
+    }
+}
+
+/// What `--model` names: a GGUF file or a Hugging Face checkpoint folder.
+public enum ModelSource: Sendable, Equatable {
+    case gguf(path: String)
+    /// A folder with config.json, model.safetensors (or a sharded index) and tokenizer.json.
+    case huggingFace(directory: String)
+
+    /// A directory is a Hugging Face folder; any other path is opened as a GGUF file, so a missing
+    /// file is reported by the GGUF reader with its name. A lone .safetensors file is refused
+    /// with a pointer to its folder (its config and tokenizer live beside it).
+    public init(path: String) throws(WeightFileError) {
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue {
+            self = .huggingFace(directory: path)
+        } else if path.hasSuffix(".safetensors") || path.hasSuffix(".safetensors.index.json") {
+            throw WeightFileError(path: path, problem: .notACheckpoint(
+                reason: "give the folder that holds it (with config.json and tokenizer.json), not the file"))
+        } else {
+            self = .gguf(path: path)
+        }
     }
 }

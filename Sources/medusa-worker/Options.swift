@@ -5,7 +5,7 @@ import Worker
 
 /// Options every command that loads a model shares.
 struct ModelOptions: ParsableArguments {
-    @Option(help: "GGUF model file (default: $MEDUSA_MODEL, else the cached SmolLM2-135M-Instruct Q4_1 that `make setup` fetches).")
+    @Option(help: "GGUF model file or Hugging Face checkpoint folder (config.json, safetensors, tokenizer.json) (default: $MEDUSA_MODEL, else the cached SmolLM2-135M-Instruct Q4_1 that `make setup` fetches).")
     var model: String?
 
     @Option(help: "KV cache size in tokens, clamped to the model's context length.")

@@ -12,7 +12,7 @@ struct PerplexityCommand: ParsableCommand {
             from an empty cache and the negative log-likelihood of its second half is scored.
             """)
 
-    @Option(help: "GGUF model file (default: $MEDUSA_MODEL, else the cached SmolLM2-135M-Instruct Q4_1).")
+    @Option(help: "GGUF model file or Hugging Face checkpoint folder (default: $MEDUSA_MODEL, else the cached SmolLM2-135M-Instruct Q4_1).")
     var model: String?
 
     @Option(help: "Text file to score.")

@@ -8,7 +8,7 @@ struct TokenizeCommand: ParsableCommand {
         commandName: "tokenize",
         abstract: "Print the token ids of a text (special tokens in the text are recognised).")
 
-    @Option(help: "GGUF model file whose tokenizer to use (default: $MEDUSA_MODEL, else the cached SmolLM2).")
+    @Option(help: "GGUF model file or Hugging Face checkpoint folder whose tokenizer to use (default: $MEDUSA_MODEL, else the cached SmolLM2).")
     var model: String?
 
     @Option(help: "Text to tokenize.")
@@ -34,7 +34,7 @@ struct TokenizeCommand: ParsableCommand {
             guard group.isCoordinator else { return }
             let input = try text ?? readTextFile(file!)
             let path = model ?? DefaultModel.resolve()
-            let tokenizer = try Tokenizer(gguf: GGUFFile(path: path))
+            let tokenizer = try Tokenizer(model: path)
             let ids = tokenizer.encode(input, addSpecial: !noBos, parseSpecial: true)
             if json {
                 struct Report: Encodable { var token_ids: [Int32] }

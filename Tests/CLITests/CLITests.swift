@@ -153,6 +153,106 @@ import Worker
     }
 }
 
+/// `--model DIR`: a Hugging Face folder answers as the GGUF it was written from.
+@Suite struct HuggingFaceFolderCLITests {
+    /// A tiny model as a GGUF file and as a sharded Hugging Face folder.
+    static func tinyPair() throws -> (gguf: String, folder: String) {
+        var synthetic = SyntheticLlama(config: SyntheticLlama.smallConfig, weightType: .f32, seed: 11)
+        let dir = try makeTemporaryDirectory()
+        try synthetic.write(to: dir + "/tiny.gguf")
+        try synthetic.writeHuggingFace(to: dir + "/hf", ggufPath: dir + "/tiny.gguf", shardCount: 2)
+        return (dir + "/tiny.gguf", dir + "/hf")
+    }
+
+    @Test func generateTokenizeAndPerplexityOnATinyFolder() throws {
+        let (gguf, folder) = try Self.tinyPair()
+        let args = ["generate", "--prompt", "Hello", "--max-tokens", "12", "--ignore-eos", "--threads", "2", "--json"]
+        let a = try BinaryRunner.run(args + ["--model", gguf])
+        let b = try BinaryRunner.run(args + ["--model", folder])
+        #expect(a.status == 0 && b.status == 0, "\(a.stderr) \(b.stderr)")
+        #expect(try b.json()["token_ids"] as? [Int] == a.json()["token_ids"] as? [Int])
+        #expect((try b.json()["token_ids"] as? [Int])?.count == 12)
+
+        let t = try BinaryRunner.run(["tokenize", "--model", folder, "--text", "<|im_start|>hi", "--json"])
+        #expect(t.status == 0, "\(t.stderr)")
+        #expect(try t.json()["token_ids"] as? [Int] == [256, 104, 105])
+
+        let file = try makeTemporaryDirectory() + "/text.txt"
+        try Data(String(repeating: "The quick brown fox jumps over the lazy dog. ", count: 8).utf8).write(to: URL(fileURLWithPath: file))
+        let pa = try BinaryRunner.run(["perplexity", "--model", gguf, "--file", file, "--ctx", "64", "--json"])
+        let pb = try BinaryRunner.run(["perplexity", "--model", folder, "--file", file, "--ctx", "64", "--json"])
+        #expect(pa.status == 0 && pb.status == 0, "\(pa.stderr) \(pb.stderr)")
+        let x = try pa.json()["ppl"] as? Double ?? .nan, y = try pb.json()["ppl"] as? Double ?? .nan
+        #expect(abs(x - y) / x < 1e-5, "GGUF \(x), folder \(y)")
+    }
+
+    @Test func folderErrorsAreOneClearLine() throws {
+        let (_, folder) = try Self.tinyPair()
+        let empty = try makeTemporaryDirectory()
+        let noTokenizer = try makeTemporaryDirectory()
+        for name in ["config.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors", "model.safetensors.index.json"] {
+            try FileManager.default.copyItem(atPath: folder + "/" + name, toPath: noTokenizer + "/" + name)
+        }
+        let cases: [([String], String)] = [
+            (["generate", "--model", empty, "--prompt", "x"], "\(empty): not a Hugging Face checkpoint folder: there is no config.json"),
+            (["tokenize", "--model", empty, "--text", "x"], "\(empty)/tokenizer.json: cannot open: no such file"),
+            (["perplexity", "--model", noTokenizer, "--file", TestData.repositoryRoot + "/Tests/Data/perplexity.txt"],
+             "\(noTokenizer)/tokenizer.json: cannot open: no such file"),
+            (["generate", "--model", folder + "/model-00001-of-00002.safetensors", "--prompt", "x"], "give the folder that holds it"),
+        ]
+        for (args, expected) in cases {
+            let r = try BinaryRunner.run(args)
+            #expect(r.status != 0, "\(args) exited 0")
+            #expect(r.stderr.hasPrefix("error: ") && r.stderr.contains(expected), "\(args): stderr was \(r.stderr)")
+            #expect(r.stderr.split(separator: "\n").count == 1, "\(args): \(r.stderr)")
+        }
+    }
+}
+
+/// SmolLM2 converted to a Hugging Face folder by scripts/gguf_to_hf.py (F32: the dequantized
+/// Q4_1 values exactly) answers as the GGUF does.
+@Suite struct SmolLM2FolderTests {
+    @Test(.enabled(if: PythonRunner.hasNumpyAndGGUF, "needs python3 with numpy and gguf (make setup installs them)"))
+    func convertedFolderGivesTheSameTokensAndPerplexity() throws {
+        guard let model = try TestData.model() else { return }
+        let folder = try makeTemporaryDirectory() + "/smollm2"
+        defer { try? FileManager.default.removeItem(atPath: (folder as NSString).deletingLastPathComponent) }
+        _ = try PythonRunner.run([TestData.repositoryRoot + "/scripts/gguf_to_hf.py", model, folder])
+
+        let chat = ["generate", "--chat", "What is the capital of France?", "--max-tokens", "40", "--json"]
+        let a = try BinaryRunner.run(chat + ["--model", model])
+        let b = try BinaryRunner.run(chat + ["--model", folder])
+        #expect(a.status == 0 && b.status == 0, "\(a.stderr) \(b.stderr)")
+        let tokensA = try a.json()["token_ids"] as? [Int] ?? [], tokensB = try b.json()["token_ids"] as? [Int] ?? []
+        #expect(tokensB == tokensA, "GGUF \(tokensA), folder \(tokensB)")
+        #expect((try b.json()["text"] as? String ?? "").contains("Paris"))
+        #expect(try b.json()["prompt_tokens"] as? Int == 37)
+
+        let text = TestData.repositoryRoot + "/Tests/Data/perplexity.txt"
+        let ids = ["tokenize", "--file", text, "--json"]
+        #expect(try BinaryRunner.run(ids + ["--model", folder]).json()["token_ids"] as? [Int]
+            == BinaryRunner.run(ids + ["--model", model]).json()["token_ids"] as? [Int])
+        let ppl = ["perplexity", "--file", text, "--ctx", "128", "--chunks", "4", "--json"]
+        let pa = try BinaryRunner.run(ppl + ["--model", model]).json()["ppl"] as? Double ?? .nan
+        let pb = try BinaryRunner.run(ppl + ["--model", folder]).json()["ppl"] as? Double ?? .nan
+        #expect(abs(pa - pb) / pa < 1e-3, "GGUF \(pa), folder \(pb)")
+    }
+
+    @Test(.enabled(if: PythonRunner.hasNumpyAndGGUF, "needs python3 with numpy and gguf (make setup installs them)"))
+    func shardedBF16FolderLoads() throws {
+        guard let model = try TestData.model() else { return }
+        let folder = try makeTemporaryDirectory() + "/smollm2-bf16"
+        defer { try? FileManager.default.removeItem(atPath: (folder as NSString).deletingLastPathComponent) }
+        _ = try PythonRunner.run([TestData.repositoryRoot + "/scripts/gguf_to_hf.py", model, folder, "--dtype", "bf16", "--shards", "3"])
+        #expect(FileManager.default.fileExists(atPath: folder + "/model.safetensors.index.json"))
+        // BF16 rounds the weights, so only the answer is checked, not the exact tokens.
+        let r = try BinaryRunner.run(["generate", "--model", folder, "--chat", "What is the capital of France?",
+                                      "--max-tokens", "12", "--json"])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect((try r.json()["text"] as? String ?? "").contains("Paris"))
+    }
+}
+
 /// SmolLM2's perplexity against the independent numpy forward (scripts/reference_forward.py).
 @Suite struct ReferencePerplexityTests {
     @Test func smolLM2PerplexityMatchesTheNumpyReference() throws {
@@ -181,6 +281,18 @@ import Worker
 
 /// Runs a Python script that prints one JSON object.
 enum PythonRunner {
+    /// Whether `python3` can import numpy and gguf (checked once).
+    static let hasNumpyAndGGUF: Bool = {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3", "-c", "import numpy, gguf"]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        guard (try? process.run()) != nil else { return false }
+        process.waitUntilExit()
+        return process.terminationStatus == 0
+    }()
+
     static func run(_ arguments: [String]) throws -> [String: Any] {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")

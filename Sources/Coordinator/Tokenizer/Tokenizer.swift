@@ -1,8 +1,9 @@
 import Worker
 
-/// The tokenizer of a GGUF model, matching llama.cpp token for token.
+/// The tokenizer of a GGUF model or a Hugging Face folder, matching llama.cpp token for token.
 ///
-/// Pipeline (one file per stage): `Vocabulary` reads the `tokenizer.ggml.*` keys;
+/// Pipeline (one file per stage): `Vocabulary` reads the `tokenizer.ggml.*` keys (or
+/// `HuggingFaceTokenizerFiles` maps tokenizer.json onto the same description);
 /// `SpecialTokenPartition` cuts special tokens out of the text; then either `PreTokenizer` +
 /// `ByteLevelBPE` (`gpt2` models) or `SentencePieceBPE` (`llama` models) turn each stretch of
 /// plain text into tokens; `TokenDecoder` turns tokens back into bytes.
@@ -15,18 +16,39 @@ public final class Tokenizer: Sendable {
     private let vocabulary: Vocabulary
     private let model: Model
     private let decoder: TokenDecoder
+    /// The model's chat template text: GGUF's `tokenizer.chat_template`, or tokenizer_config.json's
+    /// `chat_template` (or chat_template.jinja) in a Hugging Face folder; nil when there is none.
+    public let chatTemplateText: String?
 
     /// Reads the tokenizer from a GGUF file's metadata. Missing or mistyped keys throw
     /// `WeightFileError`; unknown tokenizer or pre-tokenizer types and inconsistent arrays throw
     /// `TokenizerError`. Both name the file and the key.
-    public init(gguf: GGUFFile) throws {
-        vocabulary = try Vocabulary(gguf: gguf)
+    public convenience init(gguf: GGUFFile) throws {
+        let vocabulary = try Vocabulary(gguf: gguf)
+        var merges: [String] = []
+        if case .byteLevelBPE = vocabulary.model { merges = try gguf.stringArray("tokenizer.ggml.merges") }
+        let template: String? = if case .string(let t)? = gguf.metadata["tokenizer.chat_template"] { t } else { nil }
+        try self.init(vocabulary: vocabulary, mergeStrings: merges, chatTemplate: template)
+    }
+
+    /// Reads a Hugging Face tokenizer folder: `tokenizer.json` (BPE, byte-level or
+    /// SentencePiece-style), `tokenizer_config.json` (special tokens, add_bos_token, chat
+    /// template) and `config.json` (vocabulary size); see `HuggingFaceTokenizerFiles`. Malformed
+    /// JSON throws `WeightFileError`, settings with no equivalent here `TokenizerError`, both
+    /// naming the file.
+    public convenience init(huggingFaceDirectory directory: String) throws {
+        let files = try HuggingFaceTokenizerFiles(directory: directory)
+        try self.init(vocabulary: Vocabulary(files.description), mergeStrings: files.merges, chatTemplate: files.chatTemplate)
+    }
+
+    private init(vocabulary: Vocabulary, mergeStrings: [String], chatTemplate: String?) throws {
+        self.vocabulary = vocabulary
+        chatTemplateText = chatTemplate
         switch vocabulary.model {
         case .sentencePiece:
             model = .sentencePiece(SentencePieceBPE(vocabulary: vocabulary))
         case .byteLevelBPE(let configuration):
-            let merges = try gguf.stringArray("tokenizer.ggml.merges")
-            model = .byteLevel(try ByteLevelBPE(vocabulary: vocabulary, configuration: configuration, mergeStrings: merges))
+            model = .byteLevel(try ByteLevelBPE(vocabulary: vocabulary, configuration: configuration, mergeStrings: mergeStrings))
         }
         decoder = TokenDecoder(vocabulary: vocabulary)
     }

@@ -1,12 +1,15 @@
 import Worker
 
-/// A problem with a GGUF file's tokenizer metadata that the GGUF reader cannot see: an unknown
-/// tokenizer or pre-tokenizer type, or arrays that do not fit together.
+/// A problem with a tokenizer description that the file readers cannot see: an unknown tokenizer
+/// or pre-tokenizer type, arrays that do not fit together (GGUF metadata), or a `tokenizer.json`
+/// pipeline stage this project does not implement.
 public struct TokenizerError: Error, CustomStringConvertible, Sendable, Equatable {
     public enum Problem: Sendable, Equatable {
         case unsupportedModel(String, supported: [String])
         case unsupportedPreTokenizer(String, supported: [String])
         case badValue(key: String, reason: String)
+        /// A `tokenizer.json` / `tokenizer_config.json` setting with no equivalent here.
+        case unsupportedSetting(key: String, reason: String)
     }
 
     public var path: String
@@ -25,7 +28,9 @@ public struct TokenizerError: Error, CustomStringConvertible, Sendable, Equatabl
         case .unsupportedPreTokenizer(let name, let supported):
             what = "tokenizer.ggml.pre is '\(name)', which is not supported (supported: \(supported.joined(separator: ", ")))"
         case .badValue(let key, let reason):
-            what = "metadata key '\(key)': \(reason)"
+            what = "\(path.hasSuffix(".json") ? "key" : "metadata key") '\(key)': \(reason)"
+        case .unsupportedSetting(let key, let reason):
+            what = "\(key): \(reason)"
         }
         return "\(path): \(what)"
     }
@@ -91,109 +96,43 @@ struct Vocabulary: Sendable {
 
     var count: Int { texts.count }
 
+    /// Reads the `tokenizer.ggml.*` keys of a GGUF file.
     init(gguf: GGUFFile) throws {
-        path = gguf.path
-        let modelName = try gguf.string("tokenizer.ggml.model")
-        let preName = gguf.metadata["tokenizer.ggml.pre"] == nil ? nil : try gguf.string("tokenizer.ggml.pre")
+        try self.init(VocabularyDescription(gguf: gguf))
+    }
 
-        // Defaults per tokenizer type (llama-vocab.cpp); keys read below override them.
-        var bos: Int32?, eos: Int32?, unknown: Int32?
-        var addBOS = false, addSpacePrefix = false
-        switch modelName {
-        case "llama":
-            model = .sentencePiece
-            bos = 1; eos = 2; unknown = 0
-            addBOS = true; addSpacePrefix = true
-        case "gpt2":
-            let name = preName ?? "default"  // llama.cpp warns and falls back to "default"
-            guard let configuration = PreTokenizer.configurations[name] else {
-                throw TokenizerError(path: path, problem: .unsupportedPreTokenizer(
-                    name, supported: PreTokenizer.configurations.keys.sorted()))
-            }
-            model = .byteLevelBPE(configuration)
-            bos = 11; eos = 11; unknown = nil
-            addBOS = configuration.addBOS
-        default:
-            throw TokenizerError(path: path, problem: .unsupportedModel(modelName, supported: Self.supportedModels))
-        }
-        if gguf.metadata["tokenizer.ggml.add_space_prefix"] != nil {
-            addSpacePrefix = try gguf.bool("tokenizer.ggml.add_space_prefix")
-        }
-
-        let strings = try gguf.stringArray("tokenizer.ggml.tokens")
-        guard !strings.isEmpty else {
-            throw TokenizerError(path: path, problem: .badValue(key: "tokenizer.ggml.tokens", reason: "the vocabulary is empty"))
-        }
-        guard strings.count < Int(Int32.max) else {
-            throw TokenizerError(path: path, problem: .badValue(key: "tokenizer.ggml.tokens", reason: "\(strings.count) tokens is too many"))
-        }
-        let n = strings.count
-
-        var scores = [Float](repeating: 0, count: n)
-        if gguf.metadata["tokenizer.ggml.scores"] != nil {
-            let values = try gguf.floatArray("tokenizer.ggml.scores")
-            guard values.count >= n else {
-                throw TokenizerError(path: path, problem: .badValue(
-                    key: "tokenizer.ggml.scores", reason: "\(values.count) scores for \(n) tokens"))
-            }
-            scores = Array(values.prefix(n))
-        }
-        var attributes = [TokenAttributes](repeating: .normal, count: n)
-        if gguf.metadata["tokenizer.ggml.token_type"] != nil {
-            let types = try gguf.integerArray("tokenizer.ggml.token_type")
-            guard types.count >= n else {
-                throw TokenizerError(path: path, problem: .badValue(
-                    key: "tokenizer.ggml.token_type", reason: "\(types.count) token types for \(n) tokens"))
-            }
-            attributes = types.prefix(n).map(TokenAttributes.init(ggufType:))
-        }
+    /// Everything llama.cpp derives from a description: the text table, the tokens recognised by
+    /// their text (end of turn, fill-in-the-middle), the end-of-generation set and the special
+    /// tokens that split text.
+    init(_ d: VocabularyDescription) {
+        path = d.path
+        model = d.model
+        let n = d.tokens.count
+        var attributes = d.attributes
 
         var texts: [[UInt8]] = []
         texts.reserveCapacity(n)
         var idOfText = ByteStringTable(expectedCount: n)
-        for (i, s) in strings.enumerated() {
+        for (i, s) in d.tokens.enumerated() {
             // llama.cpp renames empty tokens so that every text is distinct and non-empty.
             let bytes = s.isEmpty ? Array("[EMPTY_\(i)]".utf8) : Array(s.utf8)
             texts.append(bytes)
             idOfText.set(Int32(i), for: bytes)
         }
         self.texts = texts
-        self.scores = scores
+        self.scores = d.scores
         self.idOfText = idOfText
 
-        // Special token ids: a default outside the vocabulary is dropped; a key outside it is
-        // ignored (llama.cpp logs both and carries on).
-        func specialID(_ key: String, default value: Int32?) throws -> Int32? {
-            var id = value.flatMap { $0 >= 0 && Int($0) < n ? $0 : nil }
-            if gguf.metadata[key] != nil {
-                let v = try gguf.integer(key)
-                if v >= 0 && v < n { id = Int32(v) }
-            }
-            return id
-        }
-        bos = try specialID("tokenizer.ggml.bos_token_id", default: bos)
-        eos = try specialID("tokenizer.ggml.eos_token_id", default: eos)
-        unknown = try specialID("tokenizer.ggml.unknown_token_id", default: unknown)
-        var eot = try specialID("tokenizer.ggml.eot_token_id", default: nil)
-        var eom = try specialID("tokenizer.ggml.eom_token_id", default: nil)
-        var fim: [Int32?] = []
-        for (key, deprecated) in [("fim_pre", "prefix"), ("fim_suf", "suffix"), ("fim_mid", "middle"),
-                                  ("fim_pad", nil), ("fim_rep", nil), ("fim_sep", nil)] {
-            var id = try specialID("tokenizer.ggml.\(key)_token_id", default: nil)
-            if let deprecated { id = try specialID("tokenizer.ggml.\(deprecated)_token_id", default: id) }
-            fim.append(id)
-        }
-        self.bos = bos
-        self.eos = eos
-        self.unknown = unknown
-
-        var addEOS = false
-        if gguf.metadata["tokenizer.ggml.add_bos_token"] != nil { addBOS = try gguf.bool("tokenizer.ggml.add_bos_token") }
-        if gguf.metadata["tokenizer.ggml.add_eos_token"] != nil { addEOS = try gguf.bool("tokenizer.ggml.add_eos_token") }
+        var eot = d.eot
+        var eom = d.eom
+        var fim = d.fim
+        bos = d.bos
+        eos = d.eos
+        unknown = d.unknown
         // llama.cpp asserts these ids exist when the flags are set; here a missing id turns the flag off.
-        self.addBOS = addBOS && bos != nil
-        self.addEOS = addEOS && eos != nil
-        self.addSpacePrefix = addSpacePrefix
+        addBOS = d.addBOS && d.bos != nil
+        addEOS = d.addEOS && d.eos != nil
+        addSpacePrefix = d.addSpacePrefix
 
         // Tokens found by their text when the file does not name them (llama.cpp's workaround
         // for converters that do not write the ids). Each one found becomes a control token.
@@ -228,7 +167,7 @@ struct Vocabulary: Sendable {
         for name in ["<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"] {
             if let id = idOfText.value(for: Array(name.utf8)) { attributes[Int(id)] = .userDefined }
         }
-        for id in [eos, eot, eom].compactMap({ $0 }) { eog.insert(id) }
+        for id in [d.eos, eot, eom].compactMap({ $0 }) { eog.insert(id) }
         // o200k_harmony and solar-open: "<|end|>" ends a message, not the generation.
         func text(_ id: Int32) -> String { String(decoding: texts[Int(id)], as: UTF8.self) }
         let eogTexts = Set(eog.map(text))
@@ -254,6 +193,121 @@ struct Vocabulary: Sendable {
                 let la = texts[Int(a)].count, lb = texts[Int(b)].count
                 return la != lb ? la > lb : a < b
             }
+    }
+}
+
+/// What a tokenizer file says about its tokens, before llama.cpp's derivations: the token texts
+/// with their scores and attributes, the special ids it names (already checked to be in range)
+/// and the add-BOS/EOS/space-prefix flags. GGUF metadata (`init(gguf:)`) and Hugging Face
+/// `tokenizer.json` (`HuggingFaceTokenizerFiles`) both map onto it.
+struct VocabularyDescription {
+    var path: String
+    var model: Vocabulary.Model
+    var tokens: [String]
+    /// One per token (SentencePiece merge priority; unused by byte-level BPE).
+    var scores: [Float]
+    /// One per token.
+    var attributes: [TokenAttributes]
+    var bos: Int32?
+    var eos: Int32?
+    var unknown: Int32?
+    var eot: Int32? = nil
+    var eom: Int32? = nil
+    /// fim_pre, fim_suf, fim_mid, fim_pad, fim_rep, fim_sep.
+    var fim: [Int32?] = Array(repeating: nil, count: 6)
+    var addBOS: Bool
+    var addEOS: Bool
+    var addSpacePrefix: Bool
+}
+
+extension VocabularyDescription {
+    /// Reads the `tokenizer.ggml.*` keys, with llama.cpp's defaults per tokenizer type.
+    init(gguf: GGUFFile) throws {
+        path = gguf.path
+        let modelName = try gguf.string("tokenizer.ggml.model")
+        let preName = gguf.metadata["tokenizer.ggml.pre"] == nil ? nil : try gguf.string("tokenizer.ggml.pre")
+
+        // Defaults per tokenizer type (llama-vocab.cpp); keys read below override them.
+        var bos: Int32?, eos: Int32?, unknown: Int32?
+        var addBOS = false, addSpacePrefix = false
+        switch modelName {
+        case "llama":
+            model = .sentencePiece
+            bos = 1; eos = 2; unknown = 0
+            addBOS = true; addSpacePrefix = true
+        case "gpt2":
+            let name = preName ?? "default"  // llama.cpp warns and falls back to "default"
+            guard let configuration = PreTokenizer.configurations[name] else {
+                throw TokenizerError(path: path, problem: .unsupportedPreTokenizer(
+                    name, supported: PreTokenizer.configurations.keys.sorted()))
+            }
+            model = .byteLevelBPE(configuration)
+            bos = 11; eos = 11; unknown = nil
+            addBOS = configuration.addBOS
+        default:
+            throw TokenizerError(path: path, problem: .unsupportedModel(modelName, supported: Vocabulary.supportedModels))
+        }
+        if gguf.metadata["tokenizer.ggml.add_space_prefix"] != nil {
+            addSpacePrefix = try gguf.bool("tokenizer.ggml.add_space_prefix")
+        }
+
+        let strings = try gguf.stringArray("tokenizer.ggml.tokens")
+        guard !strings.isEmpty else {
+            throw TokenizerError(path: path, problem: .badValue(key: "tokenizer.ggml.tokens", reason: "the vocabulary is empty"))
+        }
+        guard strings.count < Int(Int32.max) else {
+            throw TokenizerError(path: path, problem: .badValue(key: "tokenizer.ggml.tokens", reason: "\(strings.count) tokens is too many"))
+        }
+        let n = strings.count
+        tokens = strings
+
+        scores = [Float](repeating: 0, count: n)
+        if gguf.metadata["tokenizer.ggml.scores"] != nil {
+            let values = try gguf.floatArray("tokenizer.ggml.scores")
+            guard values.count >= n else {
+                throw TokenizerError(path: path, problem: .badValue(
+                    key: "tokenizer.ggml.scores", reason: "\(values.count) scores for \(n) tokens"))
+            }
+            scores = Array(values.prefix(n))
+        }
+        attributes = [TokenAttributes](repeating: .normal, count: n)
+        if gguf.metadata["tokenizer.ggml.token_type"] != nil {
+            let types = try gguf.integerArray("tokenizer.ggml.token_type")
+            guard types.count >= n else {
+                throw TokenizerError(path: path, problem: .badValue(
+                    key: "tokenizer.ggml.token_type", reason: "\(types.count) token types for \(n) tokens"))
+            }
+            attributes = types.prefix(n).map(TokenAttributes.init(ggufType:))
+        }
+
+        // Special token ids: a default outside the vocabulary is dropped; a key outside it is
+        // ignored (llama.cpp logs both and carries on).
+        func specialID(_ key: String, default value: Int32?) throws -> Int32? {
+            var id = value.flatMap { $0 >= 0 && Int($0) < n ? $0 : nil }
+            if gguf.metadata[key] != nil {
+                let v = try gguf.integer(key)
+                if v >= 0 && v < n { id = Int32(v) }
+            }
+            return id
+        }
+        self.bos = try specialID("tokenizer.ggml.bos_token_id", default: bos)
+        self.eos = try specialID("tokenizer.ggml.eos_token_id", default: eos)
+        self.unknown = try specialID("tokenizer.ggml.unknown_token_id", default: unknown)
+        eot = try specialID("tokenizer.ggml.eot_token_id", default: nil)
+        eom = try specialID("tokenizer.ggml.eom_token_id", default: nil)
+        for (i, (key, deprecated)) in [("fim_pre", "prefix"), ("fim_suf", "suffix"), ("fim_mid", "middle"),
+                                       ("fim_pad", nil), ("fim_rep", nil), ("fim_sep", nil)].enumerated() {
+            var id = try specialID("tokenizer.ggml.\(key)_token_id", default: nil)
+            if let deprecated { id = try specialID("tokenizer.ggml.\(deprecated)_token_id", default: id) }
+            fim[i] = id
+        }
+
+        var addEOS = false
+        if gguf.metadata["tokenizer.ggml.add_bos_token"] != nil { addBOS = try gguf.bool("tokenizer.ggml.add_bos_token") }
+        if gguf.metadata["tokenizer.ggml.add_eos_token"] != nil { addEOS = try gguf.bool("tokenizer.ggml.add_eos_token") }
+        self.addBOS = addBOS
+        self.addEOS = addEOS
+        self.addSpacePrefix = addSpacePrefix
     }
 }
 

@@ -1,4 +1,5 @@
-/// A problem with a model or weight file, naming the file and what was expected.
+/// A problem with a model or weight file (GGUF, safetensors, or a Hugging Face checkpoint's JSON
+/// files), naming the file and what was expected.
 public struct WeightFileError: Error, CustomStringConvertible, Sendable, Equatable {
     public enum Problem: Sendable, Equatable {
         case cannotOpen(reason: String)
@@ -20,6 +21,15 @@ public struct WeightFileError: Error, CustomStringConvertible, Sendable, Equatab
         case missingTensor(String)
         case shapeMismatch(tensor: String, expected: [Int], found: [Int])
         case unsupportedArchitecture(String)
+        // Safetensors files and Hugging Face checkpoint folders.
+        case invalidJSON(what: String, reason: String)
+        case badTensorHeader(tensor: String, reason: String)
+        case unsupportedDType(tensor: String, dtype: String)
+        case tensorSizeMismatch(tensor: String, shape: [Int], dtype: String, expected: Int, found: Int)
+        case overlappingTensors(String, String)
+        case missingShard(shard: String, reason: String)
+        case tensorNotInShard(tensor: String, shard: String)
+        case notACheckpoint(reason: String)
     }
 
     public var path: String
@@ -31,6 +41,8 @@ public struct WeightFileError: Error, CustomStringConvertible, Sendable, Equatab
     }
 
     public var description: String {
+        // GGUF keys are metadata; a JSON file's (config.json, an index) are just keys.
+        let key = path.hasSuffix(".json") ? "key" : "metadata key"
         let what: String
         switch problem {
         case .cannotOpen(let reason): what = "cannot open: \(reason)"
@@ -50,13 +62,24 @@ public struct WeightFileError: Error, CustomStringConvertible, Sendable, Equatab
             what = "tensor '\(tensor)' data (\(size) bytes at byte \(offset)) runs past the end of the file (\(fileSize) bytes)"
         case .misalignedTensor(let tensor, let offset, let alignment):
             what = "tensor '\(tensor)' data offset \(offset) is not a multiple of the alignment \(alignment)"
-        case .missingKey(let key): what = "missing required metadata key '\(key)'"
-        case .wrongKeyType(let key, let expected, let found): what = "metadata key '\(key)' should be \(expected), found \(found)"
-        case .badValue(let key, let reason): what = "metadata key '\(key)': \(reason)"
+        case .missingKey(let name): what = "missing required \(key) '\(name)'"
+        case .wrongKeyType(let name, let expected, let found): what = "\(key) '\(name)' should be \(expected), found \(found)"
+        case .badValue(let name, let reason): what = "\(key) '\(name)': \(reason)"
         case .missingTensor(let name): what = "missing required tensor '\(name)'"
         case .shapeMismatch(let tensor, let expected, let found):
             what = "tensor '\(tensor)' has shape \(found), expected \(expected)"
         case .unsupportedArchitecture(let arch): what = "unsupported architecture '\(arch)' (supported: llama)"
+        case .invalidJSON(let item, let reason): what = "\(item) is not valid JSON: \(reason)"
+        case .badTensorHeader(let tensor, let reason): what = "tensor '\(tensor)' has a bad header entry: \(reason)"
+        case .unsupportedDType(let tensor, let dtype):
+            what = "tensor '\(tensor)' has dtype \(dtype), which is not supported (supported: F32, F16, BF16)"
+        case .tensorSizeMismatch(let tensor, let shape, let dtype, let expected, let found):
+            what = "tensor '\(tensor)' spans \(found) bytes, but shape \(shape) of \(dtype) needs \(expected)"
+        case .overlappingTensors(let first, let second): what = "the data of tensors '\(first)' and '\(second)' overlap"
+        case .missingShard(let shard, let reason): what = "shard '\(shard)' cannot be opened: \(reason)"
+        case .tensorNotInShard(let tensor, let shard):
+            what = "weight_map puts tensor '\(tensor)' in shard '\(shard)', which does not hold it"
+        case .notACheckpoint(let reason): what = "not a Hugging Face checkpoint folder: \(reason)"
         }
         return "\(path): \(what)"
     }

@@ -1,5 +1,5 @@
-/// Hyper-parameters of a Llama-family decoder, read from GGUF `llama.*` keys (or, later, a
-/// Hugging Face `config.json`).
+/// Hyper-parameters of a Llama-family decoder, read from GGUF `llama.*` keys or a Hugging Face
+/// `config.json` (`HuggingFaceConfig`).
 public struct LlamaConfig: Sendable, Equatable, Codable {
     public var layerCount: Int
     /// Width of the residual stream (llama.embedding_length).
