@@ -134,8 +134,9 @@ enum BlockKernels {
         for b in 0..<blocks {
             let block = row + b * F.blockBytes
             let q = F.decode(block)
-            total.addProduct(blockDot(q, x + 32 * b), SIMD8(repeating: F.scale(block)))
-            if F.hasOffset { offset.addProduct(F.offset(block), sums.unsafelyUnwrapped[b]) }
+            let (d, m) = HalfPrecision.loadHalfPair(block)
+            total.addProduct(blockDot(q, x + 32 * b), SIMD8(repeating: d))
+            if F.hasOffset { offset.addProduct(m, sums.unsafelyUnwrapped[b]) }
         }
         return SIMDSupport.sum(total) + offset
     }
@@ -152,13 +153,13 @@ enum BlockKernels {
         for b in 0..<blocks {
             let block = row + b * F.blockBytes
             let q = F.decode(block)
-            let d = SIMD8<Float>(repeating: F.scale(block))
+            let (scale, m) = HalfPrecision.loadHalfPair(block)
+            let d = SIMD8<Float>(repeating: scale)
             t0.addProduct(blockDot(q, x0 + 32 * b), d)
             t1.addProduct(blockDot(q, x1 + 32 * b), d)
             t2.addProduct(blockDot(q, x2 + 32 * b), d)
             t3.addProduct(blockDot(q, x3 + 32 * b), d)
             if F.hasOffset {
-                let m = F.offset(block)
                 let s = sums.unsafelyUnwrapped + b
                 o0.addProduct(m, s[inputs[0] * blocks])
                 o1.addProduct(m, s[inputs[1] * blocks])
@@ -179,16 +180,8 @@ protocol BlockFormat {
     static var hasOffset: Bool { get }
     /// Whether `decode` returns each 8 columns in `lanePermutation` order (else in column order).
     static var permutesLanes: Bool { get }
+    /// Every format starts with its fp16 scale d; Q4_1 follows it with its fp16 minimum m.
     static func decode(_ block: UnsafeRawPointer) -> DecodedBlock
-    static func scale(_ block: UnsafeRawPointer) -> Float
-    static func offset(_ block: UnsafeRawPointer) -> Float
-}
-
-extension BlockFormat {
-    @inline(__always)
-    static func scale(_ block: UnsafeRawPointer) -> Float { HalfPrecision.loadHalf(block) }
-    @inline(__always)
-    static func offset(_ block: UnsafeRawPointer) -> Float { 0 }
 }
 
 /// Bytes 0-7 of `p` in every pair of 32-bit lanes: lane j holds bytes 4 (j % 2) ..< 4 (j % 2) + 4.
@@ -248,6 +241,4 @@ enum Q4_1Block: BlockFormat {
         return (SIMD8<Float>(nibbles(a, high: false)), SIMD8<Float>(nibbles(b, high: false)),
                 SIMD8<Float>(nibbles(a, high: true)), SIMD8<Float>(nibbles(b, high: true)))
     }
-    @inline(__always)
-    static func offset(_ block: UnsafeRawPointer) -> Float { HalfPrecision.loadHalf(block, 2) }
 }

@@ -95,8 +95,10 @@ private final class WorkerContext {
 /// The state shared by the pool's threads. A separate object from `ThreadPool` so that workers do
 /// not keep the pool alive: the pool's deinit stops and joins them.
 ///
-/// A job is published as one atomic word, `generation << 32 | next task`. A thread claims a task by
-/// compare-and-swap on that word, so a claim can only succeed while its job is still open, and the
+/// A job is published as one atomic word, `generation << 40 | task count << 20 | next task`. A
+/// thread claims a task by compare-and-swap on that word, so a claim can only succeed while its job
+/// is still open (the count travels in the word: a worker that read the previous job's word must
+/// not judge it against the next job's count, which once let it claim a task twice), and the
 /// caller waits for the count of finished tasks, not for every worker to show up: a worker that is
 /// descheduled (2 cores shared with other processes) costs nothing unless it holds a task.
 private final class PoolState: @unchecked Sendable {
@@ -104,8 +106,11 @@ private final class PoolState: @unchecked Sendable {
 
     let threadCount: Int
     let spinIterations: Int
-    /// `generation << 32 | index of the next unclaimed task`.
+    /// `generation << 40 | task count << 20 | index of the next unclaimed task`.
     let word = Atomic<UInt64>(0)
+    static let fieldBits: UInt64 = 20
+    static let fieldMask: UInt64 = (1 << 20) - 1
+    static let generationMask: UInt64 = (1 << 24) - 1
     /// Tasks of the current job that have finished.
     let done = Atomic<Int>(0)
     /// Workers asleep (or about to sleep) on `condition`.
@@ -115,7 +120,6 @@ private final class PoolState: @unchecked Sendable {
     // Written by the caller before it publishes a job's generation (release) and read by threads
     // holding a claim of that job, which the caller outlives (it waits for every task to finish).
     nonisolated(unsafe) var body: Body?
-    nonisolated(unsafe) var taskCount = 0
     nonisolated(unsafe) var generation: UInt64 = 0
     let mutex: UnsafeMutablePointer<pthread_mutex_t>
     let condition: UnsafeMutablePointer<pthread_cond_t>
@@ -151,14 +155,13 @@ private final class PoolState: @unchecked Sendable {
     }
 
     func dispatch(taskCount: Int, body: @escaping Body) {
-        precondition(taskCount < 1 << 32, "too many tasks: \(taskCount)")
+        precondition(UInt64(taskCount) <= Self.fieldMask, "too many tasks: \(taskCount)")
         self.body = body
-        self.taskCount = taskCount
         done.store(0, ordering: .relaxed)
-        generation = (generation + 1) & 0xffff_ffff
+        generation = (generation + 1) & Self.generationMask
         // Sequentially consistent with the sleepers check below and in `workerLoop`: either the
         // worker sees the new generation, or this thread sees it asleep and signals it.
-        word.store(generation << 32, ordering: .sequentiallyConsistent)
+        word.store(generation << 40 | UInt64(taskCount) << Self.fieldBits, ordering: .sequentiallyConsistent)
         if sleepers.load(ordering: .sequentiallyConsistent) > 0 { wakeAll() }
         work(generation: generation, thread: 0)
         var polls = 0
@@ -171,9 +174,8 @@ private final class PoolState: @unchecked Sendable {
 
     func stop() {
         stopping.store(true, ordering: .relaxed)
-        generation = (generation + 1) & 0xffff_ffff
-        taskCount = 0
-        word.store(generation << 32, ordering: .sequentiallyConsistent)
+        generation = (generation + 1) & Self.generationMask
+        word.store(generation << 40, ordering: .sequentiallyConsistent)
         wakeAll()
     }
 
@@ -187,16 +189,16 @@ private final class PoolState: @unchecked Sendable {
     private func work(generation: UInt64, thread: Int) {
         var current = word.load(ordering: .acquiring)
         while true {
-            guard current >> 32 == generation else { return }
-            let task = Int(current & 0xffff_ffff)
-            guard task < taskCount else { return }
+            guard current >> 40 == generation else { return }
+            let task = current & Self.fieldMask
+            guard task < (current >> Self.fieldBits) & Self.fieldMask else { return }
             let (claimed, found) = word.compareExchange(
                 expected: current, desired: current + 1, ordering: .acquiringAndReleasing)
             if !claimed {
                 current = found
                 continue
             }
-            body.unsafelyUnwrapped(task, thread)
+            body.unsafelyUnwrapped(Int(task), thread)
             done.add(1, ordering: .releasing)
             current = word.load(ordering: .acquiring)
         }
@@ -205,19 +207,19 @@ private final class PoolState: @unchecked Sendable {
     func workerLoop(index: Int) {
         var seen: UInt64 = 0
         while true {
-            var current = word.load(ordering: .acquiring) >> 32
+            var current = word.load(ordering: .acquiring) >> 40
             var polls = 0
             while current == seen && polls < spinIterations {
                 polls += 1
-                current = word.load(ordering: .acquiring) >> 32
+                current = word.load(ordering: .acquiring) >> 40
             }
             if current == seen {
                 pthread_mutex_lock(mutex)
                 sleepers.add(1, ordering: .sequentiallyConsistent)
-                current = word.load(ordering: .sequentiallyConsistent) >> 32
+                current = word.load(ordering: .sequentiallyConsistent) >> 40
                 while current == seen {
                     pthread_cond_wait(condition, mutex)
-                    current = word.load(ordering: .sequentiallyConsistent) >> 32
+                    current = word.load(ordering: .sequentiallyConsistent) >> 40
                 }
                 sleepers.subtract(1, ordering: .sequentiallyConsistent)
                 pthread_mutex_unlock(mutex)
