@@ -35,36 +35,9 @@ extension LlamaWeights {
         func matrix(_ name: String, rows: Int, columns: Int) throws(WeightFileError) -> WeightMatrix {
             try st.matrix(name, shape: [rows, columns])
         }
-        func vector(_ name: String, count: Int) throws(WeightFileError) -> [Float] {
-            let m = try st.matrix(name, shape: [count])
-            var out = [Float](repeating: 0, count: count)
-            out.withUnsafeMutableBufferPointer { m.dequantizeRow(0, into: $0.baseAddress!) }
-            return out
+        func vector(_ name: String, count: Int) throws(WeightFileError) -> WeightMatrix {
+            try st.matrix(name, shape: [count])
         }
-        let qDim = c.headCount * c.headDimension
-        let kvDim = c.kvHeadCount * c.headDimension
-        tokenEmbedding = try matrix("model.embed_tokens.weight", rows: c.vocabularySize, columns: c.hiddenSize)
-        var layers: [LlamaLayerWeights] = []
-        for l in 0..<c.layerCount {
-            let p = "model.layers.\(l)."
-            layers.append(LlamaLayerWeights(
-                attentionNorm: try vector(p + "input_layernorm.weight", count: c.hiddenSize),
-                query: try matrix(p + "self_attn.q_proj.weight", rows: qDim, columns: c.hiddenSize),
-                key: try matrix(p + "self_attn.k_proj.weight", rows: kvDim, columns: c.hiddenSize),
-                value: try matrix(p + "self_attn.v_proj.weight", rows: kvDim, columns: c.hiddenSize),
-                output: try matrix(p + "self_attn.o_proj.weight", rows: c.hiddenSize, columns: qDim),
-                mlpNorm: try vector(p + "post_attention_layernorm.weight", count: c.hiddenSize),
-                gate: try matrix(p + "mlp.gate_proj.weight", rows: c.intermediateSize, columns: c.hiddenSize),
-                up: try matrix(p + "mlp.up_proj.weight", rows: c.intermediateSize, columns: c.hiddenSize),
-                down: try matrix(p + "mlp.down_proj.weight", rows: c.hiddenSize, columns: c.intermediateSize)))
-        }
-        self.layers = layers
-        outputNorm = try vector("model.norm.weight", count: c.hiddenSize)
-        if tied {
-            output = tokenEmbedding
-        } else {
-            output = try matrix("lm_head.weight", rows: c.vocabularySize, columns: c.hiddenSize)
-        }
-        tiedEmbeddings = tied
+        try self.init(config: c, names: .huggingFace, tied: tied, matrix: matrix, vector: vector)
     }
 }

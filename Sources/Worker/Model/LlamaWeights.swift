@@ -30,41 +30,75 @@ public struct LlamaWeights: Sendable {
             let bytes = gguf.data(of: info)
             return WeightMatrix(type: info.type, rows: rows, columns: columns, base: bytes.baseAddress!, owner: gguf)
         }
-        func vector(_ name: String, count: Int) throws(WeightFileError) -> [Float] {
+        func vector(_ name: String, count: Int) throws(WeightFileError) -> WeightMatrix {
             let info = try gguf.requireTensor(name)
             guard info.dimensions == [count] else {
                 throw WeightFileError(path: gguf.path, problem: .shapeMismatch(tensor: name, expected: [count], found: info.dimensions))
             }
-            let m = WeightMatrix(type: info.type, rows: 1, columns: count, base: gguf.data(of: info).baseAddress!, owner: gguf)
+            return WeightMatrix(type: info.type, rows: 1, columns: count, base: gguf.data(of: info).baseAddress!, owner: gguf)
+        }
+        try self.init(config: c, names: .gguf, tied: gguf.tensorInfo("output.weight") == nil, matrix: matrix, vector: vector)
+    }
+}
+
+/// The tensor names of one checkpoint format; a layer's names follow `layerPrefix(l)`.
+struct LlamaTensorNames: Sendable {
+    var embedding, outputNorm, output: String
+    var layerPrefix: @Sendable (Int) -> String
+    var attentionNorm, query, key, value, attentionOutput, mlpNorm, gate, up, down: String
+
+    static let gguf = LlamaTensorNames(
+        embedding: "token_embd.weight", outputNorm: "output_norm.weight", output: "output.weight",
+        layerPrefix: { "blk.\($0)." },
+        attentionNorm: "attn_norm.weight", query: "attn_q.weight", key: "attn_k.weight", value: "attn_v.weight",
+        attentionOutput: "attn_output.weight", mlpNorm: "ffn_norm.weight", gate: "ffn_gate.weight",
+        up: "ffn_up.weight", down: "ffn_down.weight")
+
+    static let huggingFace = LlamaTensorNames(
+        embedding: "model.embed_tokens.weight", outputNorm: "model.norm.weight", output: "lm_head.weight",
+        layerPrefix: { "model.layers.\($0)." },
+        attentionNorm: "input_layernorm.weight", query: "self_attn.q_proj.weight", key: "self_attn.k_proj.weight",
+        value: "self_attn.v_proj.weight", attentionOutput: "self_attn.o_proj.weight",
+        mlpNorm: "post_attention_layernorm.weight", gate: "mlp.gate_proj.weight", up: "mlp.up_proj.weight",
+        down: "mlp.down_proj.weight")
+}
+
+extension LlamaWeights {
+    /// Reads every tensor by its `names` with the shapes `config` implies: `matrix(name, rows,
+    /// columns)` and `vector(name, count)` read and check one tensor. With `tied`, the LM head is
+    /// the token embedding. Norm vectors are copied out as fp32.
+    init(
+        config c: LlamaConfig, names: LlamaTensorNames, tied: Bool,
+        matrix: (String, Int, Int) throws(WeightFileError) -> WeightMatrix,
+        vector row: (String, Int) throws(WeightFileError) -> WeightMatrix
+    ) throws(WeightFileError) {
+        func vector(_ name: String, _ count: Int) throws(WeightFileError) -> [Float] {
+            let m = try row(name, count)
             var out = [Float](repeating: 0, count: count)
             out.withUnsafeMutableBufferPointer { m.dequantizeRow(0, into: $0.baseAddress!) }
             return out
         }
         let qDim = c.headCount * c.headDimension
         let kvDim = c.kvHeadCount * c.headDimension
-        tokenEmbedding = try matrix("token_embd.weight", rows: c.vocabularySize, columns: c.hiddenSize)
+        let hidden = c.hiddenSize, ffn = c.intermediateSize
+        tokenEmbedding = try matrix(names.embedding, c.vocabularySize, hidden)
         var layers: [LlamaLayerWeights] = []
         for l in 0..<c.layerCount {
-            let p = "blk.\(l)."
+            let p = names.layerPrefix(l)
             layers.append(LlamaLayerWeights(
-                attentionNorm: try vector(p + "attn_norm.weight", count: c.hiddenSize),
-                query: try matrix(p + "attn_q.weight", rows: qDim, columns: c.hiddenSize),
-                key: try matrix(p + "attn_k.weight", rows: kvDim, columns: c.hiddenSize),
-                value: try matrix(p + "attn_v.weight", rows: kvDim, columns: c.hiddenSize),
-                output: try matrix(p + "attn_output.weight", rows: c.hiddenSize, columns: qDim),
-                mlpNorm: try vector(p + "ffn_norm.weight", count: c.hiddenSize),
-                gate: try matrix(p + "ffn_gate.weight", rows: c.intermediateSize, columns: c.hiddenSize),
-                up: try matrix(p + "ffn_up.weight", rows: c.intermediateSize, columns: c.hiddenSize),
-                down: try matrix(p + "ffn_down.weight", rows: c.hiddenSize, columns: c.intermediateSize)))
+                attentionNorm: try vector(p + names.attentionNorm, hidden),
+                query: try matrix(p + names.query, qDim, hidden),
+                key: try matrix(p + names.key, kvDim, hidden),
+                value: try matrix(p + names.value, kvDim, hidden),
+                output: try matrix(p + names.attentionOutput, hidden, qDim),
+                mlpNorm: try vector(p + names.mlpNorm, hidden),
+                gate: try matrix(p + names.gate, ffn, hidden),
+                up: try matrix(p + names.up, ffn, hidden),
+                down: try matrix(p + names.down, hidden, ffn)))
         }
         self.layers = layers
-        outputNorm = try vector("output_norm.weight", count: c.hiddenSize)
-        if gguf.tensorInfo("output.weight") != nil {
-            output = try matrix("output.weight", rows: c.vocabularySize, columns: c.hiddenSize)
-            tiedEmbeddings = false
-        } else {
-            output = tokenEmbedding
-            tiedEmbeddings = true
-        }
+        outputNorm = try vector(names.outputNorm, hidden)
+        output = tied ? tokenEmbedding : try matrix(names.output, c.vocabularySize, hidden)
+        tiedEmbeddings = tied
     }
 }
