@@ -79,4 +79,46 @@ struct KernelMatMulTests {
         #expect(KernelTestData.multiply(w, [], n: 0, pool: pool).isEmpty)
         #expect(KernelTestData.multiply(w.rowSlice(2..<2), [Float](repeating: 1, count: 64), n: 1, pool: pool).isEmpty)
     }
+
+    @Test("fused products (QKV, gate/up) equal separate calls bit for bit; mixed types fall back", arguments: KernelTestData.formats)
+    func fusedProducts(type: TensorType) {
+        var rng = SplitMix64(seed: 0xf05e ^ UInt64(type.rawValue))
+        let pool = KernelTestData.pool(2)
+        let columns = 96
+        let a = KernelTestData.matrix(type, rows: 37, columns: columns, &rng)
+        let b = KernelTestData.matrix(type, rows: 9, columns: columns, &rng)
+        let c = KernelTestData.matrix(type == .q8_0 ? .q4_1 : .q8_0, rows: 20, columns: columns, &rng)
+        for n in [1, 3, 6] {
+            let x = KernelTestData.floats(n * columns, &rng)
+            let separate = [a, b, c].map { KernelTestData.multiply($0, x, n: n, pool: pool) }
+            func run(_ matrices: [WeightMatrix]) -> [[Float]] {
+                var o0 = [Float](repeating: .nan, count: n * matrices[0].rows)
+                var o1 = [Float](repeating: .nan, count: n * matrices[1].rows)
+                var o2 = [Float](repeating: .nan, count: n * (matrices.count == 3 ? matrices[2].rows : 0))
+                x.withUnsafeBufferPointer { xp in
+                    o0.withUnsafeMutableBufferPointer { y0 in
+                        o1.withUnsafeMutableBufferPointer { y1 in
+                            o2.withUnsafeMutableBufferPointer { y2 in
+                                let first = MatMul.Product(matrices[0], y: y0.baseAddress!, yStride: matrices[0].rows)
+                                let second = MatMul.Product(matrices[1], y: y1.baseAddress!, yStride: matrices[1].rows)
+                                let third = matrices.count == 3
+                                    ? MatMul.Product(matrices[2], y: y2.baseAddress!, yStride: matrices[2].rows) : nil
+                                MatMul.multiply(.init(first, second, third), x: xp.baseAddress!, xStride: columns, n: n, pool: pool)
+                            }
+                        }
+                    }
+                }
+                return matrices.count == 3 ? [o0, o1, o2] : [o0, o1]
+            }
+            // Same type: one fused job. With c (another type): the fallback, one job each.
+            let fused = run([a, b])
+            for k in 0..<2 {
+                #expect(zip(fused[k], separate[k]).allSatisfy { $0.bitPattern == $1.bitPattern }, "\(type) fused \(k) n=\(n)")
+            }
+            let outs = run([a, b, c])
+            for k in 0..<3 {
+                #expect(zip(outs[k], separate[k]).allSatisfy { $0.bitPattern == $1.bitPattern }, "\(type) product \(k) n=\(n)")
+            }
+        }
+    }
 }

@@ -25,24 +25,25 @@ enum BlockKernels {
         type == .q8_0 || type == .q4_0 || type == .q4_1
     }
 
+    /// The products of up to three matrices of one type and width with the same inputs, in one
+    /// job of the pool (the inputs are prepared once; QKV and gate/up are fused this way).
     static func multiply(
-        _ w: WeightMatrix, x: UnsafePointer<Float>, xStride: Int, n: Int,
-        y: UnsafeMutablePointer<Float>, yStride: Int, pool: ThreadPool
+        _ products: MatMul.Products, x: UnsafePointer<Float>, xStride: Int, n: Int, pool: ThreadPool
     ) {
-        switch w.type {
-        case .q8_0: multiply(Q8_0Block.self, w, x: x, xStride: xStride, n: n, y: y, yStride: yStride, pool: pool)
-        case .q4_0: multiply(Q4_0Block.self, w, x: x, xStride: xStride, n: n, y: y, yStride: yStride, pool: pool)
-        case .q4_1: multiply(Q4_1Block.self, w, x: x, xStride: xStride, n: n, y: y, yStride: yStride, pool: pool)
-        default: preconditionFailure("no block kernel for \(w.type)")
+        switch products.first.weights.type {
+        case .q8_0: multiply(Q8_0Block.self, products, x: x, xStride: xStride, n: n, pool: pool)
+        case .q4_0: multiply(Q4_0Block.self, products, x: x, xStride: xStride, n: n, pool: pool)
+        case .q4_1: multiply(Q4_1Block.self, products, x: x, xStride: xStride, n: n, pool: pool)
+        default: preconditionFailure("no block kernel for \(products.first.weights.type)")
         }
     }
 
     private static func multiply<F: BlockFormat>(
-        _ format: F.Type, _ w: WeightMatrix, x: UnsafePointer<Float>, xStride: Int, n: Int,
-        y: UnsafeMutablePointer<Float>, yStride: Int, pool: ThreadPool
+        _ format: F.Type, _ products: MatMul.Products, x: UnsafePointer<Float>, xStride: Int, n: Int,
+        pool: ThreadPool
     ) {
-        let blocks = w.columns / 32
-        let columns = w.columns
+        let columns = products.first.weights.columns
+        let blocks = columns / 32
         let xp: UnsafePointer<Float>, stride: Int, sums: UnsafePointer<Float>?
         if F.permutesLanes {
             // Permuted inputs [n, columns], then per-block sums [n, blocks], in the pool's shared slot.
@@ -56,10 +57,25 @@ enum BlockKernels {
             precondition(!F.hasOffset, "offset formats take their block sums from prepare")
             (xp, stride, sums) = (x, xStride, nil)
         }
-        let chunk = MatMul.rowsPerTask(rows: w.rows, threads: pool.threadCount)
-        let tasks = (w.rows + chunk - 1) / chunk
+        // Each product's rows in chunks; task t is a chunk of the product whose range holds it.
+        var chunks = (0, 0, 0), firstTask = (0, 0, 0)
+        var tasks = 0
+        for k in 0..<products.count {
+            let rows = products[k].weights.rows
+            let chunk = MatMul.rowsPerTask(rows: rows, threads: pool.threadCount)
+            switch k {
+            case 0: (chunks.0, firstTask.0) = (chunk, tasks)
+            case 1: (chunks.1, firstTask.1) = (chunk, tasks)
+            default: (chunks.2, firstTask.2) = (chunk, tasks)
+            }
+            tasks += (rows + chunk - 1) / chunk
+        }
         pool.run(taskCount: tasks) { task in
-            let rows = task * chunk..<min(w.rows, (task + 1) * chunk)
+            let k = products.count > 2 && task >= firstTask.2 ? 2 : (products.count > 1 && task >= firstTask.1 ? 1 : 0)
+            let (chunk, first) = k == 0 ? (chunks.0, firstTask.0) : (k == 1 ? (chunks.1, firstTask.1) : (chunks.2, firstTask.2))
+            let product = products[k]
+            let w = product.weights, y = product.y, yStride = product.yStride
+            let rows = (task - first) * chunk..<min(w.rows, (task - first + 1) * chunk)
             if n == 1 {
                 for r in rows {
                     y[r] = single(F.self, w.row(r), blocks: blocks, x: xp, sums: sums)

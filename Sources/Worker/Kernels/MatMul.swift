@@ -11,7 +11,7 @@ public enum MatMul {
         precondition(n >= 0 && xStride >= w.columns && (n <= 1 || yStride >= w.rows), "bad strides")
         guard n > 0, w.rows > 0 else { return }
         if BlockKernels.handles(w.type) {
-            BlockKernels.multiply(w, x: x, xStride: xStride, n: n, y: y, yStride: yStride, pool: pool)
+            BlockKernels.multiply(Products(Product(w, y: y, yStride: yStride)), x: x, xStride: xStride, n: n, pool: pool)
             return
         }
         let chunk = rowsPerTask(rows: w.rows, threads: pool.threadCount)
@@ -24,6 +24,62 @@ public enum MatMul {
                 for i in 0..<n {
                     y[i * yStride + r] = FloatDot.dot(scratch, x + i * xStride, count: w.columns)
                 }
+            }
+        }
+    }
+
+    /// One weight matrix and where its product goes: `y[i * yStride + r]`.
+    public struct Product {
+        public let weights: WeightMatrix
+        public let y: UnsafeMutablePointer<Float>
+        public let yStride: Int
+
+        public init(_ weights: WeightMatrix, y: UnsafeMutablePointer<Float>, yStride: Int) {
+            self.weights = weights
+            self.y = y
+            self.yStride = yStride
+        }
+    }
+
+    /// One to three products of the same inputs, held inline (no allocation on the hot path).
+    public struct Products {
+        public let first: Product
+        let second: Product?
+        let third: Product?
+
+        public init(_ first: Product, _ second: Product? = nil, _ third: Product? = nil) {
+            precondition(second != nil || third == nil)
+            self.first = first
+            self.second = second
+            self.third = third
+        }
+
+        var count: Int { third != nil ? 3 : (second != nil ? 2 : 1) }
+
+        subscript(k: Int) -> Product {
+            k == 0 ? first : (k == 1 ? second.unsafelyUnwrapped : third.unsafelyUnwrapped)
+        }
+    }
+
+    /// Several products of the same inputs (`x` [n, columns], as in `multiply`) in one pool job when
+    /// the matrices share a block format and width (QKV, gate and up); one job each otherwise. Each
+    /// output value is computed exactly as `multiply` computes it.
+    public static func multiply(
+        _ products: Products, x: UnsafePointer<Float>, xStride: Int, n: Int, pool: ThreadPool
+    ) {
+        let type = products.first.weights.type, columns = products.first.weights.columns
+        let fusable = BlockKernels.handles(type) && n > 0
+            && (0..<products.count).allSatisfy {
+                let w = products[$0].weights
+                return w.type == type && w.columns == columns && w.rows > 0
+                    && xStride >= columns && (n <= 1 || products[$0].yStride >= w.rows)
+            }
+        if fusable {
+            BlockKernels.multiply(products, x: x, xStride: xStride, n: n, pool: pool)
+        } else {
+            for k in 0..<products.count {
+                let p = products[k]
+                multiply(p.weights, x: x, xStride: xStride, n: n, y: p.y, yStride: p.yStride, pool: pool)
             }
         }
     }

@@ -172,9 +172,10 @@ public final class LlamaModel: @unchecked Sendable {
                 }
             }
             clock.lap(.other)
-            MatMul.multiply(layer.query, x: b.normed, xStride: hidden, n: n, y: b.q, yStride: qDim, pool: pool)
-            MatMul.multiply(layer.key, x: b.normed, xStride: hidden, n: n, y: b.k, yStride: kvDim, pool: pool)
-            MatMul.multiply(layer.value, x: b.normed, xStride: hidden, n: n, y: b.v, yStride: kvDim, pool: pool)
+            MatMul.multiply(
+                .init(.init(layer.query, y: b.q, yStride: qDim), .init(layer.key, y: b.k, yStride: kvDim),
+                      .init(layer.value, y: b.v, yStride: kvDim)),
+                x: b.normed, xStride: hidden, n: n, pool: pool)
             clock.lap(.matmul)
             for i in 0..<n {
                 rotary.apply(b.q + i * qDim, heads: layout.localHeadCount, token: i)
@@ -198,8 +199,9 @@ public final class LlamaModel: @unchecked Sendable {
             }
             clock.lap(.other)
             let ffn = layout.localFFN
-            MatMul.multiply(layer.gate, x: b.normed, xStride: hidden, n: n, y: b.gate, yStride: ffn, pool: pool)
-            MatMul.multiply(layer.up, x: b.normed, xStride: hidden, n: n, y: b.up, yStride: ffn, pool: pool)
+            MatMul.multiply(
+                .init(.init(layer.gate, y: b.gate, yStride: ffn), .init(layer.up, y: b.up, yStride: ffn)),
+                x: b.normed, xStride: hidden, n: n, pool: pool)
             clock.lap(.matmul)
             VectorOps.swiglu(b.gate, b.up, count: n * ffn)
             clock.lap(.other)
