@@ -9,7 +9,9 @@ The reference is llama.cpp as built by `pip install llama-cpp-python==0.3.36` (a
 
 Both sides decode exactly --tokens tokens after the prompt (end-of-generation ignored) and report
 decode tokens/s excluding the prompt: ours from `generate --json` (`tokens_per_second`), llama.cpp's
-from timing `eval` of one token at a time with an argmax between them.
+from timing `eval` of one token at a time with an argmax between them. Each llama.cpp run is its
+own process that exits before the next run of ours: a resident llama.cpp keeps OpenMP threads
+spinning after each call, which took 15-20% off whatever ran beside it on this 2-core machine.
 """
 import argparse
 import json
@@ -67,6 +69,16 @@ class LlamaCpp:
         return (tokens - 1) / seconds, generated
 
 
+def reference_run(model, threads, prompt, tokens):
+    """One llama.cpp measurement in a fresh process: (tokens/s, generated ids)."""
+    out = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--reference-run", "--model", model, "--threads", str(threads),
+         "--tokens", str(tokens), "--prompt-ids", ",".join(map(str, prompt))],
+        check=True, capture_output=True, text=True).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    return result["rate"], result["ids"]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=DEFAULT_MODEL)
@@ -76,22 +88,29 @@ def main():
     parser.add_argument("--tokens", type=int, default=200)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.add_argument("--reference-run", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--prompt-ids", help=argparse.SUPPRESS)
     args = parser.parse_args()
+
+    if args.reference_run:
+        reference = LlamaCpp(args.model, args.threads[0])
+        prompt = [int(t) for t in args.prompt_ids.split(",")]
+        reference.run(prompt, 8)  # warm-up
+        rate, ids = reference.run(prompt, args.tokens)
+        print(json.dumps({"rate": rate, "ids": ids}))
+        return
 
     prompt = prompt_tokens(args.binary, args.model, args.prompt)
     rows = []
     for threads in args.threads:
-        reference = LlamaCpp(args.model, threads)
-        reference.run(prompt, 8)  # warm-up
         mine, theirs = [], []
         same_tokens = True
         for _ in range(args.runs):
             rate, ids = ours(args.binary, args.model, args.prompt, threads, args.tokens)
             mine.append(rate)
-            rate, ref_ids = reference.run(prompt, args.tokens)
+            rate, ref_ids = reference_run(args.model, threads, prompt, args.tokens)
             theirs.append(rate)
             same_tokens = same_tokens and ids == ref_ids
-        del reference
         rows.append({
             "threads": threads, "prompt_tokens": len(prompt), "tokens": args.tokens, "runs": args.runs,
             "medusa_tp_tok_s": statistics.median(mine), "llama_cpp_tok_s": statistics.median(theirs),
