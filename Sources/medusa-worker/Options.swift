@@ -26,21 +26,6 @@ struct ModelOptions: ParsableArguments {
     }
 }
 
-/// Runs `body`, turning any error into one line on stderr and exit code 1.
-func reportingErrors<T>(_ body: () throws -> T) throws -> T {
-    do {
-        return try body()
-    } catch let error as ExitCode {
-        throw error
-    } catch let error as CleanExit {
-        throw error
-    } catch {
-        let text = "\(error)"
-        FileHandle.standardError.write(Data("error: \(text)\n".utf8))
-        throw ExitCode.failure
-    }
-}
-
 /// Writes text to stdout now (no buffering), so generated text streams.
 func emit(_ text: String) {
     FileHandle.standardOutput.write(Data(text.utf8))

@@ -148,7 +148,6 @@ public final class LlamaModel: @unchecked Sendable {
         tokens: UnsafeBufferPointer<Int32>, positions: UnsafeBufferPointer<Int32>, mask: TreeMask
     ) throws(ModelError) -> UnsafeBufferPointer<Float> {
         let n = tokens.count
-
         let c = config
         let b = buffers
         let hidden = c.hiddenSize
@@ -165,12 +164,7 @@ public final class LlamaModel: @unchecked Sendable {
 
         for (l, layer) in weights.layers.enumerated() {
             // Attention block.
-            layer.attentionNorm.withUnsafeBufferPointer { w in
-                for i in 0..<n {
-                    VectorOps.rmsNorm(b.x + i * hidden, weight: w.baseAddress!, epsilon: c.rmsNormEpsilon,
-                                      count: hidden, out: b.normed + i * hidden)
-                }
-            }
+            normRows(layer.attentionNorm, n: n)
             clock.lap(.other)
             MatMul.multiply(
                 .init(.init(layer.query, y: b.q, yStride: qDim), .init(layer.key, y: b.k, yStride: kvDim),
@@ -191,12 +185,7 @@ public final class LlamaModel: @unchecked Sendable {
             VectorOps.add(b.projected, to: b.x, count: n * hidden)
 
             // MLP block: down(silu(gate(x)) * up(x)).
-            layer.mlpNorm.withUnsafeBufferPointer { w in
-                for i in 0..<n {
-                    VectorOps.rmsNorm(b.x + i * hidden, weight: w.baseAddress!, epsilon: c.rmsNormEpsilon,
-                                      count: hidden, out: b.normed + i * hidden)
-                }
-            }
+            normRows(layer.mlpNorm, n: n)
             clock.lap(.other)
             let ffn = layout.localFFN
             MatMul.multiply(
@@ -211,14 +200,20 @@ public final class LlamaModel: @unchecked Sendable {
             VectorOps.add(b.projected, to: b.x, count: n * hidden)
         }
 
-        weights.outputNorm.withUnsafeBufferPointer { w in
+        normRows(weights.outputNorm, n: n)
+        clock.lap(.other)
+        return UnsafeBufferPointer(start: b.normed, count: n * hidden)
+    }
+
+    /// RMS-normalises the residual stream's first `n` rows into `normed`.
+    private func normRows(_ weight: [Float], n: Int) {
+        let b = buffers, hidden = config.hiddenSize, epsilon = config.rmsNormEpsilon
+        weight.withUnsafeBufferPointer { w in
             for i in 0..<n {
-                VectorOps.rmsNorm(b.x + i * hidden, weight: w.baseAddress!, epsilon: c.rmsNormEpsilon,
+                VectorOps.rmsNorm(b.x + i * hidden, weight: w.baseAddress!, epsilon: epsilon,
                                   count: hidden, out: b.normed + i * hidden)
             }
         }
-        clock.lap(.other)
-        return UnsafeBufferPointer(start: b.normed, count: n * hidden)
     }
 
     /// LM-head logits for `rows` hidden states [rows, hidden] into `out` [rows, vocabulary].
