@@ -187,13 +187,29 @@ import Testing
         expect(.overlappingTensors("a", "b"), path: path2) { _ = try SafetensorsFile(path: path2) }
     }
 
-    @Test func metadataIsIgnoredAndGapsAreAllowed() throws {
+    @Test func metadataIsReadAndGapsAreAllowed() throws {
         let dir = GGUFTestDirectory()
-        let header = #"{"__metadata__": {"format": "pt", "odd": [1]}, "w": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}"#
+        let header = #"{"__metadata__": {"format": "pt", "note": "a \"b\""}, "w": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}"#
         let path = dir.write(SafetensorsWriter.assemble(header: header, data: [0, 0, 0, 0, 0, 0, 0x80, 0x3F]), to: "ok.safetensors")
         let file = try SafetensorsFile(path: path)
         #expect(file.tensors.map(\.name) == ["w"])
+        #expect(file.metadata == ["format": "pt", "note": "a \"b\""])
         #expect(row(try file.matrix("w", shape: [1]), 0) == [1])
+
+        let plain = dir.write(SafetensorsWriter.assemble(header: #"{"__metadata__": null}"#, data: []), to: "plain.safetensors")
+        #expect(try SafetensorsFile(path: plain).metadata.isEmpty)
+        #expect(try SafetensorsFile(path: dir.write(Self.sample().serialized(), to: "sample.safetensors")).metadata == ["format": "pt"])
+    }
+
+    @Test func metadataOtherThanStringsIsAnError() {
+        let dir = GGUFTestDirectory()
+        let odd = dir.write(SafetensorsWriter.assemble(header: #"{"__metadata__": {"format": "pt", "odd": [1]}}"#, data: []), to: "odd.safetensors")
+        expect(.wrongKeyType(key: "__metadata__.odd", expected: "a string", found: "an array"), path: odd,
+               naming: ["'__metadata__.odd'", "should be a string"]) { _ = try SafetensorsFile(path: odd) }
+        let list = dir.write(SafetensorsWriter.assemble(header: #"{"__metadata__": ["pt"]}"#, data: []), to: "list.safetensors")
+        expect(.wrongKeyType(key: "__metadata__", expected: "an object", found: "an array"), path: list) {
+            _ = try SafetensorsFile(path: list)
+        }
     }
 
     // MARK: Checkpoint folders

@@ -2,7 +2,8 @@ import Foundation
 
 /// A safetensors file read through a memory mapping: an 8-byte little-endian header length, a JSON
 /// header mapping each tensor name to its dtype, shape and `data_offsets` (relative to the end of
-/// the header), then the data. `__metadata__` is ignored.
+/// the header), then the data. The optional `__metadata__` entry (string keys to string values, as
+/// the reference implementation requires) is kept in `metadata`.
 ///
 /// Every tensor entry is checked when the file opens: a known dtype, a byte span that fits the data
 /// and matches shape x dtype size, no two spans overlapping. Tensors of dtypes this project cannot
@@ -12,6 +13,8 @@ public final class SafetensorsFile: @unchecked Sendable {
     public let path: String
     /// Tensors ordered by their position in the file.
     public let tensors: [SafetensorsTensorInfo]
+    /// The header's `__metadata__` (e.g. `format: pt`); empty when there is none.
+    public let metadata: [String: String]
     /// Byte offset of the data section (8 + the header length).
     public let dataOffset: Int
     private let file: MappedFile
@@ -56,6 +59,7 @@ public final class SafetensorsFile: @unchecked Sendable {
             throw WeightFileError(path: path, problem: .invalidJSON(
                 what: "the safetensors header", reason: "expected an object, found \(root.typeName)"))
         }
+        metadata = try Self.metadata(entries["__metadata__"], path: path)
         var infos: [SafetensorsTensorInfo] = []
         infos.reserveCapacity(entries.count)
         for name in entries.keys.sorted() where name != "__metadata__" {
@@ -73,6 +77,26 @@ public final class SafetensorsFile: @unchecked Sendable {
         }
         tensors = infos
         tensorIndex = Dictionary(uniqueKeysWithValues: infos.enumerated().map { ($1.name, $0) })
+    }
+
+    /// The `__metadata__` entry: absent or null means none; anything but an object of strings is an
+    /// error naming the key.
+    private static func metadata(_ entry: JSONValue?, path: String) throws(WeightFileError) -> [String: String] {
+        guard let entry, !entry.isNull else { return [:] }
+        guard case .object(let fields) = entry else {
+            throw WeightFileError(path: path, problem: .wrongKeyType(
+                key: "__metadata__", expected: "an object", found: entry.typeName))
+        }
+        var metadata: [String: String] = [:]
+        for key in fields.keys.sorted() {
+            let value = fields[key]!
+            guard let text = value.stringValue else {
+                throw WeightFileError(path: path, problem: .wrongKeyType(
+                    key: "__metadata__.\(key)", expected: "a string", found: value.typeName))
+            }
+            metadata[key] = text
+        }
+        return metadata
     }
 
     private static func tensorInfo(
