@@ -1,5 +1,5 @@
-/// A problem with a model or weight file (GGUF, safetensors, or a Hugging Face checkpoint's JSON
-/// files), naming the file and what was expected.
+/// A problem with a model or weight file (GGUF, safetensors, a Hugging Face checkpoint's JSON
+/// files, or Medusa heads), naming the file and what was expected.
 public struct WeightFileError: Error, CustomStringConvertible, Sendable, Equatable {
     public enum Problem: Sendable, Equatable {
         case cannotOpen(reason: String)
@@ -30,6 +30,10 @@ public struct WeightFileError: Error, CustomStringConvertible, Sendable, Equatab
         case missingShard(shard: String, reason: String)
         case tensorNotInShard(tensor: String, shard: String)
         case notACheckpoint(reason: String)
+        // Medusa heads files and folders.
+        case badHeads(reason: String)
+        /// The heads' hidden size or vocabulary (`dimension`) is not the model's.
+        case headsModelMismatch(dimension: String, heads: Int, model: Int)
     }
 
     public var path: String
@@ -80,6 +84,9 @@ public struct WeightFileError: Error, CustomStringConvertible, Sendable, Equatab
         case .tensorNotInShard(let tensor, let shard):
             what = "weight_map puts tensor '\(tensor)' in shard '\(shard)', which does not hold it"
         case .notACheckpoint(let reason): what = "not a Hugging Face checkpoint folder: \(reason)"
+        case .badHeads(let reason): what = "Medusa heads: \(reason)"
+        case .headsModelMismatch(let dimension, let heads, let model):
+            what = "the Medusa heads were made for \(dimension) \(heads) but the model has \(model)"
         }
         return "\(path): \(what)"
     }

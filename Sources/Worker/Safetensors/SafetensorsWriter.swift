@@ -2,7 +2,8 @@ import Foundation
 
 /// Writes safetensors files: the 8-byte header length, the JSON header (padded with spaces to a
 /// multiple of 8 bytes, as the reference writer does), then the tensors back to back in the order
-/// they were added. Used by tests to build checkpoints and malformed files.
+/// they were added. Writes Medusa heads files (`MedusaHeadWeights.write`); tests build checkpoints
+/// and malformed files with it.
 public struct SafetensorsWriter {
     public struct Tensor {
         public var name: String
