@@ -19,6 +19,8 @@ public struct GenerationResult: Sendable {
     public var prefillSeconds: Double = 0
     /// Wall time from the end of prefill to the last token.
     public var decodeSeconds: Double = 0
+    /// Verify-step statistics when Medusa decoding produced the tokens.
+    public var medusa: MedusaStats?
 }
 
 /// Problems with a generation request, reported before any work is done.
@@ -41,12 +43,14 @@ public enum GenerationError: Error, CustomStringConvertible, Sendable, Equatable
 public final class Generator {
     public let model: LlamaModel
     private var logits: [Float]
+    private var hidden: [Float]
     /// When set, the decode phase of `generate` (not the prefill) records its forward time split here.
     public var decodeProfile: StepProfile?
 
     public init(model: LlamaModel) {
         self.model = model
         logits = [Float](repeating: 0, count: model.config.vocabularySize)
+        hidden = [Float](repeating: 0, count: model.config.hiddenSize)
     }
 
     /// Feeds `tokens` through the model after what the cache holds, in causal steps of at most
@@ -63,19 +67,24 @@ public final class Generator {
     /// The logits left by the last prefill or step.
     public var lastLogits: [Float] { logits }
 
+    /// The final-normed hidden state of the last token of the last prefill or step.
+    public var lastHidden: [Float] { hidden }
+
     /// One causal step over `tokens` (committed afterwards); keeps the last row's logits.
     private func step(_ tokens: [Int32]) throws(ModelError) {
         let base = model.cache.committed
         let positions = (0..<tokens.count).map { Int32(base + $0) }
-        let hidden = try tokens.withUnsafeBufferPointer { t throws(ModelError) in
+        let rows = try tokens.withUnsafeBufferPointer { t throws(ModelError) in
             try positions.withUnsafeBufferPointer { p throws(ModelError) in
                 try model.forward(tokens: t, positions: p, mask: .causal(tokens.count))
             }
         }
         model.cache.commit(count: tokens.count)
         let h = model.config.hiddenSize
+        let last = rows.baseAddress! + (tokens.count - 1) * h
+        hidden.withUnsafeMutableBufferPointer { $0.baseAddress!.update(from: last, count: h) }
         logits.withUnsafeMutableBufferPointer { out in
-            model.logits(hidden: hidden.baseAddress! + (tokens.count - 1) * h, rows: 1, into: out.baseAddress!)
+            model.logits(hidden: last, rows: 1, into: out.baseAddress!)
         }
     }
 

@@ -41,10 +41,13 @@ struct GenerateCommand: ParsableCommand {
     @Flag(help: "End the output with one JSON object describing the run.")
     var json = false
 
+    @OptionGroup(title: "Medusa decoding") var medusaOptions: MedusaOptions
+
     func validate() throws {
         guard (prompt == nil) != (chat == nil) else { throw ValidationError("give exactly one of --prompt or --chat") }
         guard maxTokens >= 0 else { throw ValidationError("--max-tokens must be at least 0, got \(maxTokens)") }
         guard temperature >= 0, temperature.isFinite else { throw ValidationError("--temperature must be >= 0, got \(temperature)") }
+        if medusaOptions.heads != nil { _ = try medusaOptions.rule(temperature: temperature) }
         guard topK >= 0 else { throw ValidationError("--top-k must be >= 0, got \(topK)") }
         guard topP > 0, topP <= 1 else { throw ValidationError("--top-p must be in (0, 1], got \(topP)") }
         if let chatTemplate, ChatTemplate(rawValue: chatTemplate) == nil {
@@ -63,6 +66,12 @@ struct GenerateCommand: ParsableCommand {
         var prefill_seconds: Double
         var ranks: Int
         var rank_peak_rss_bytes: [Int]
+        // With --heads.
+        var steps: Int?
+        var mean_accepted_tokens: Double?
+        var accepted_histogram: [Int]?
+        var per_head_acceptance: [Double]?
+        var tree_nodes: Int?
     }
 
     func run() throws {
@@ -73,15 +82,17 @@ struct GenerateCommand: ParsableCommand {
             let promptTokens = loaded.tokenizer.encode(text, addSpecial: true, parseSpecial: true)
             var sampler = Sampler(parameters: SamplingParameters(temperature: temperature, topK: topK, topP: topP), seed: seed)
             var decoder = StreamingDecoder(tokenizer: loaded.tokenizer)
-            let generator = Generator(model: loaded.model)
             let tokenizer = loaded.tokenizer
-            let result = try generator.generate(
-                prompt: promptTokens, maxTokens: maxTokens, sampler: &sampler,
-                stopAt: { ignoreEos ? false : tokenizer.isEndOfGeneration($0) },
-                onToken: { token in
-                    emit(decoder.append(token))
-                    return true
-                })
+            let stop = { (token: Int32) in ignoreEos ? false : tokenizer.isEndOfGeneration(token) }
+            let onToken = { (token: Int32) in
+                emit(decoder.append(token))
+                return true
+            }
+            let medusa = try medusaOptions.generator(model: loaded.model, temperature: temperature)
+            let result = try medusa.map {
+                try $0.generate(prompt: promptTokens, maxTokens: maxTokens, sampler: &sampler, stopAt: stop, onToken: onToken)
+            } ?? Generator(model: loaded.model).generate(
+                prompt: promptTokens, maxTokens: maxTokens, sampler: &sampler, stopAt: stop, onToken: onToken)
             emit(decoder.flush())
             let peakMemory = try group.finish(loaded.model)
             if json {
@@ -93,7 +104,10 @@ struct GenerateCommand: ParsableCommand {
                     finish_reason: result.finishReason.rawValue, seconds: total,
                     tokens_per_second: result.decodeSeconds > 0 ? Double(max(result.tokens.count - 1, 0)) / result.decodeSeconds : 0,
                     prefill_seconds: result.prefillSeconds, ranks: group.communicator.size,
-                    rank_peak_rss_bytes: peakMemory))
+                    rank_peak_rss_bytes: peakMemory, steps: result.medusa?.steps,
+                    mean_accepted_tokens: result.medusa?.meanAcceptedTokens,
+                    accepted_histogram: result.medusa?.acceptedHistogram,
+                    per_head_acceptance: result.medusa?.perHeadAcceptance, tree_nodes: medusa?.tree.count))
             } else {
                 emit("\n")
             }
