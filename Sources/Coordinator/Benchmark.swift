@@ -26,6 +26,13 @@ public enum Benchmark {
     public static func plainDecode(
         generator: Generator, prompt: [Int32], maxTokens: Int, stopAt isEndOfGeneration: @escaping (Int32) -> Bool
     ) throws(GenerationError) -> DecodeRun {
+        try plainDecodeTokens(generator: generator, prompt: prompt, maxTokens: maxTokens, stopAt: isEndOfGeneration).run
+    }
+
+    /// `plainDecode` with the tokens it produced.
+    public static func plainDecodeTokens(
+        generator: Generator, prompt: [Int32], maxTokens: Int, stopAt isEndOfGeneration: @escaping (Int32) -> Bool
+    ) throws(GenerationError) -> (run: DecodeRun, tokens: [Int32]) {
         let profile = StepProfile()
         generator.decodeProfile = profile
         defer { generator.decodeProfile = nil }
@@ -35,9 +42,33 @@ public enum Benchmark {
         var split: [String: Double] = [:]
         for part in StepProfile.Part.allCases { split[part.name] = profile[part] }
         split["sampling_other"] = max(0, result.decodeSeconds - profile.total)
-        return DecodeRun(
+        let run = DecodeRun(
             promptTokens: result.promptTokens, generatedTokens: result.tokens.count,
             prefillSeconds: result.prefillSeconds, decodeSeconds: result.decodeSeconds, decodeSplit: split)
+        return (run, result.tokens)
+    }
+
+    /// One greedy Medusa run of one prompt: the same measurements as `plainDecode`, the tokens (to
+    /// compare with plain decoding's), and the verify-step statistics. The decode split adds
+    /// `medusa_heads` (the heads and their LM head); `lm_head` is then the verifier's rows only.
+    public static func medusaDecode(
+        generator: MedusaGenerator, prompt: [Int32], maxTokens: Int, stopAt isEndOfGeneration: @escaping (Int32) -> Bool
+    ) throws(GenerationError) -> (run: DecodeRun, tokens: [Int32], stats: MedusaStats) {
+        let profile = StepProfile()
+        generator.decodeProfile = profile
+        defer { generator.decodeProfile = nil }
+        var sampler = Sampler(parameters: SamplingParameters(temperature: 0), seed: 0)
+        let result = try generator.generate(
+            prompt: prompt, maxTokens: maxTokens, sampler: &sampler, stopAt: isEndOfGeneration)
+        let stats = result.medusa ?? MedusaStats(depth: 0)
+        var split: [String: Double] = [:]
+        for part in StepProfile.Part.allCases { split[part.name] = profile[part] }
+        split["medusa_heads"] = stats.headsSeconds
+        split["sampling_other"] = max(0, result.decodeSeconds - profile.total - stats.headsSeconds)
+        let run = DecodeRun(
+            promptTokens: result.promptTokens, generatedTokens: result.tokens.count,
+            prefillSeconds: result.prefillSeconds, decodeSeconds: result.decodeSeconds, decodeSplit: split)
+        return (run, result.tokens, stats)
     }
 
     /// T(n): the time of one verify step of n tokens (forward with a causal mask over the step,

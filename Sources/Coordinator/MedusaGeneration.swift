@@ -12,6 +12,9 @@ public struct MedusaStats: Sendable, Equatable {
     public var acceptedHistogram: [Int]
     /// acceptedAtDepth[d - 1]: steps that kept head d's candidate.
     public var acceptedAtDepth: [Int]
+    /// Wall time of the candidate source (the Medusa heads with their LM head), summed over steps.
+    /// The forward and the verifier's LM-head rows are in the model's `StepProfile` when one is attached.
+    public var headsSeconds: Double = 0
 
     public init(depth: Int) {
         acceptedHistogram = [Int](repeating: 0, count: depth + 1)
@@ -107,7 +110,7 @@ public final class MedusaGenerator {
         while going && model.cache.available > 0 {
             // Near the end of the context only the first nodes fit; they still form a tree.
             let step = tree.prefix(model.cache.available)
-            let guesses = hidden.withUnsafeBufferPointer { source.propose(hidden: $0.baseAddress!, sequence: sequence, topK: step.topK) }
+            let guesses = propose(hidden: hidden, sequence: sequence, topK: step.topK, stats: &stats)
             let tokens = (0..<step.count).map { node -> Int32 in
                 guard node > 0 else { return root }
                 let guess = guesses[step.depths[node] - 1]
@@ -136,6 +139,17 @@ public final class MedusaGenerator {
         result.decodeSeconds = seconds(prefillEnd, DispatchTime.now())
         result.medusa = stats
         return result
+    }
+
+    /// The source's guesses, timed apart from the forward's profile.
+    private func propose(hidden: [Float], sequence: [Int32], topK: [Int], stats: inout MedusaStats) -> [[Int32]] {
+        let profile = model.profile
+        model.profile = nil
+        defer { model.profile = profile }
+        let start = DispatchTime.now()
+        let guesses = hidden.withUnsafeBufferPointer { source.propose(hidden: $0.baseAddress!, sequence: sequence, topK: topK) }
+        stats.headsSeconds += seconds(start, DispatchTime.now())
+        return guesses
     }
 
     /// Runs the verifier, computing a node's logits only when the walk reaches it.

@@ -10,7 +10,10 @@ struct BenchCommand: ParsableCommand {
         discussion: """
             Default mode: for each prompt (the first turns of MT-Bench by default, in the model's chat template if it has one), greedy plain decoding, \
             --runs times; prints the median decode and prefill tokens/s per prompt and overall, and where \
-            a decode step's time goes (matmul, attention, allreduce, other, lm_head, sampling_other).
+            a decode step's time goes (matmul, attention, allreduce, other, lm_head, sampling_other). With --heads, \
+            each run of a prompt decodes it plainly and then with Medusa (greedy), and reports Medusa's tokens/s, its \
+            ratio to plain decoding, tokens per verify step, whether the outputs are identical, and Medusa's time split \
+            (medusa_heads: the heads and their LM head; lm_head: the verifier's rows).
 
             --verify-curve: T(n) for n = 1 ... --max-nodes, one verify step of n tokens (forward with a \
             causal mask over the step plus the LM head on all n rows) after --context committed tokens; \
@@ -18,6 +21,7 @@ struct BenchCommand: ParsableCommand {
             """)
 
     @OptionGroup var modelOptions: ModelOptions
+    @OptionGroup(title: "Medusa (decoding mode: each prompt also runs with Medusa, greedy, side by side)") var medusaOptions: MedusaOptions
 
     @Option(help: "JSON Lines file of prompts: objects with a \"turns\" array (MT-Bench's format, first turn used) or a \"prompt\" string (default: ../shared/data/mt_bench_question.jsonl, searched upwards from the working directory).")
     var prompts: String?
@@ -119,68 +123,127 @@ struct BenchCommand: ParsableCommand {
     private func runPrompts(_ loaded: LoadedModel) throws {
         let texts = try BenchPrompts.load(path: prompts, limit: limit)
         let generator = Generator(model: loaded.model)
+        let medusa = try medusaOptions.generator(model: loaded.model, temperature: 0)
         let tokenizer = loaded.tokenizer
         let ignore = ignoreEos
+        let stop = { (token: Int32) in ignore ? false : tokenizer.isEndOfGeneration(token) }
         struct PromptReport: Encodable {
             var prompt_tokens: Int
             var generated_tokens: Int
             var decode_tokens_per_second: Double
             var prefill_tokens_per_second: Double
+            // With --heads.
+            var medusa_decode_tokens_per_second: Double?
+            var speedup: Double?
+            var mean_accepted_tokens: Double?
+            var identical_output: Bool?
         }
         var reports: [PromptReport] = []
-        var decodeRates: [Double] = [], prefillRates: [Double] = []
-        var split: [String: Double] = [:]
-        var splitTotal = 0.0
+        var plainSplit = SplitSum(), medusaSplit = SplitSum()
+        var steps = 0, gained = 0
         for (index, text) in texts.enumerated() {
             // The chat template when the model has one, else the raw text.
             let prompt = loaded.chatTemplate == nil ? text : try loaded.chatPrompt([ChatMessage(role: "user", content: text)])
             let tokens = tokenizer.encode(prompt, addSpecial: true, parseSpecial: true)
-            var decode: [Double] = [], prefill: [Double] = []
+            var decode: [Double] = [], prefill: [Double] = [], medusaDecode: [Double] = []
             var generated = 0
+            var identical = true
+            var promptSteps = 0, promptGained = 0
             for _ in 0..<runs {
-                let run = try Benchmark.plainDecode(
-                    generator: generator, prompt: tokens, maxTokens: maxTokens,
-                    stopAt: { ignore ? false : tokenizer.isEndOfGeneration($0) })
-                decode.append(run.decodeTokensPerSecond)
-                prefill.append(run.prefillTokensPerSecond)
-                generated = run.generatedTokens
-                for (part, seconds) in run.decodeSplit { split[part, default: 0] += seconds }
-                splitTotal += run.decodeSeconds
+                // Plain and Medusa alternate, so a slow moment of the machine hits both.
+                let plain = try Benchmark.plainDecodeTokens(generator: generator, prompt: tokens, maxTokens: maxTokens, stopAt: stop)
+                decode.append(plain.run.decodeTokensPerSecond)
+                prefill.append(plain.run.prefillTokensPerSecond)
+                generated = plain.run.generatedTokens
+                plainSplit.add(plain.run)
+                if let medusa {
+                    let m = try Benchmark.medusaDecode(generator: medusa, prompt: tokens, maxTokens: maxTokens, stopAt: stop)
+                    medusaDecode.append(m.run.decodeTokensPerSecond)
+                    medusaSplit.add(m.run)
+                    identical = identical && m.tokens == plain.tokens
+                    promptSteps += m.stats.steps
+                    promptGained += m.stats.tokensGained
+                }
             }
-            let report = PromptReport(
+            steps += promptSteps
+            gained += promptGained
+            var report = PromptReport(
                 prompt_tokens: tokens.count, generated_tokens: generated,
                 decode_tokens_per_second: Benchmark.median(decode), prefill_tokens_per_second: Benchmark.median(prefill))
+            if medusa != nil {
+                report.medusa_decode_tokens_per_second = Benchmark.median(medusaDecode)
+                report.speedup = report.medusa_decode_tokens_per_second! / report.decode_tokens_per_second
+                report.mean_accepted_tokens = promptSteps > 0 ? Double(promptGained) / Double(promptSteps) : 0
+                report.identical_output = identical
+            }
             reports.append(report)
-            decodeRates.append(report.decode_tokens_per_second)
-            prefillRates.append(report.prefill_tokens_per_second)
             if !json {
-                FileHandle.standardError.write(Data(String(
-                    format: "[%d/%d] %d prompt tokens, %d generated: decode %.1f tok/s, prefill %.1f tok/s\n",
+                var line = String(
+                    format: "[%d/%d] %d prompt tokens, %d generated: decode %.1f tok/s, prefill %.1f tok/s",
                     index + 1, texts.count, tokens.count, generated, report.decode_tokens_per_second,
-                    report.prefill_tokens_per_second).utf8))
+                    report.prefill_tokens_per_second)
+                if let m = report.medusa_decode_tokens_per_second {
+                    line += String(format: "; Medusa %.1f tok/s (%.2fx), %.2f tokens/step%@", m, report.speedup!,
+                                   report.mean_accepted_tokens!, identical ? "" : ", OUTPUT DIFFERS")
+                }
+                FileHandle.standardError.write(Data((line + "\n").utf8))
             }
         }
-        let shares = split.mapValues { splitTotal > 0 ? $0 / splitTotal : 0 }
+        let plainRate = Benchmark.median(reports.map(\.decode_tokens_per_second))
+        let prefillRate = Benchmark.median(reports.map(\.prefill_tokens_per_second))
+        let medusaRate = medusa == nil ? nil : Benchmark.median(reports.compactMap(\.medusa_decode_tokens_per_second))
+        let meanAccepted = steps > 0 ? Double(gained) / Double(steps) : nil
+        let allIdentical = medusa == nil ? nil : reports.allSatisfy { $0.identical_output == true }
         if json {
             struct Report: Encodable {
                 var threads: Int, ranks: Int, runs: Int, max_tokens: Int
                 var plain_decode_tokens_per_second: Double
                 var prefill_tokens_per_second: Double
                 var decode_time_share: [String: Double]
+                var medusa_decode_tokens_per_second: Double?
+                var speedup: Double?
+                var mean_accepted_tokens: Double?
+                var identical_output: Bool?
+                var tree_nodes: Int?
+                var medusa_time_share: [String: Double]?
                 var prompts: [PromptReport]
             }
             try emitJSON(Report(
                 threads: modelOptions.threadCount, ranks: loaded.model.communicator.size, runs: runs, max_tokens: maxTokens,
-                plain_decode_tokens_per_second: Benchmark.median(decodeRates),
-                prefill_tokens_per_second: Benchmark.median(prefillRates),
-                decode_time_share: shares, prompts: reports))
+                plain_decode_tokens_per_second: plainRate, prefill_tokens_per_second: prefillRate,
+                decode_time_share: plainSplit.shares, medusa_decode_tokens_per_second: medusaRate,
+                speedup: medusaRate.map { $0 / plainRate }, mean_accepted_tokens: meanAccepted,
+                identical_output: allIdentical, tree_nodes: medusa?.tree.count,
+                medusa_time_share: medusa == nil ? nil : medusaSplit.shares, prompts: reports))
         } else {
             emit("\(texts.count) prompts, \(runs) runs each, \(modelOptions.threadCount) threads, \(loaded.model.communicator.size) ranks\n")
-            emit(String(format: "plain decoding: %.1f tok/s (median over prompts of each prompt's median)\n", Benchmark.median(decodeRates)))
-            emit(String(format: "prefill:        %.1f tok/s\n", Benchmark.median(prefillRates)))
-            emit("decode step time: " + shares.sorted { $0.value > $1.value }
-                .map { String(format: "%@ %.1f%%", $0.key, 100 * $0.value) }.joined(separator: ", ") + "\n")
+            emit(String(format: "plain decoding: %.1f tok/s (median over prompts of each prompt's median)\n", plainRate))
+            emit(String(format: "prefill:        %.1f tok/s\n", prefillRate))
+            emit("decode step time: \(plainSplit.described)\n")
+            if let medusaRate, let medusa {
+                emit(String(format: "Medusa (%d-node tree): %.1f tok/s, %.2fx plain, %.2f tokens per verify step, output %@\n",
+                            medusa.tree.count, medusaRate, medusaRate / plainRate, meanAccepted ?? 0,
+                            allIdentical == true ? "identical" : "DIFFERS"))
+                emit("Medusa decode time: \(medusaSplit.described)\n")
+            }
         }
+    }
+}
+
+/// Decode time by part, summed over runs.
+private struct SplitSum {
+    var seconds: [String: Double] = [:]
+    var total = 0.0
+
+    mutating func add(_ run: Benchmark.DecodeRun) {
+        for (part, s) in run.decodeSplit { seconds[part, default: 0] += s }
+        total += run.decodeSeconds
+    }
+
+    var shares: [String: Double] { seconds.mapValues { total > 0 ? $0 / total : 0 } }
+
+    var described: String {
+        shares.sorted { $0.value > $1.value }.map { String(format: "%@ %.1f%%", $0.key, 100 * $0.value) }.joined(separator: ", ")
     }
 }
 

@@ -82,19 +82,33 @@ enum BlockKernels {
                 }
                 return
             }
-            // Tiles of 4 input rows; a last tile of 2 or 3 repeats its last row and drops the copies.
+            // Tiles of 4 input rows; the last 1-3 rows as a tile of 2 and/or one row, so no row is
+            // computed twice (each row's arithmetic is the same in every tile).
             var i = 0
-            while i < n {
-                let count = min(tileRows, n - i)
-                let inputs = SIMD4<Int>(i, i + min(1, count - 1), i + min(2, count - 1), i + min(3, count - 1))
+            while i + tileRows <= n {
+                let inputs = SIMD4<Int>(i, i + 1, i + 2, i + 3)
                 for r in rows {
                     let out = tile4(F.self, w.row(r), blocks: blocks, x: xp, xStride: stride, sums: sums, inputs: inputs)
                     y[i * yStride + r] = out.0
-                    if count > 1 { y[(i + 1) * yStride + r] = out.1 }
-                    if count > 2 { y[(i + 2) * yStride + r] = out.2 }
-                    if count > 3 { y[(i + 3) * yStride + r] = out.3 }
+                    y[(i + 1) * yStride + r] = out.1
+                    y[(i + 2) * yStride + r] = out.2
+                    y[(i + 3) * yStride + r] = out.3
                 }
-                i += count
+                i += tileRows
+            }
+            if i + 2 <= n {
+                for r in rows {
+                    let out = tile2(F.self, w.row(r), blocks: blocks, x: xp, xStride: stride, sums: sums, first: i)
+                    y[i * yStride + r] = out.0
+                    y[(i + 1) * yStride + r] = out.1
+                }
+                i += 2
+            }
+            if i < n {
+                let x = xp + i * stride, rowSums = sums.map { $0 + i * blocks }
+                for r in rows {
+                    y[i * yStride + r] = single(F.self, w.row(r), blocks: blocks, x: x, sums: rowSums)
+                }
             }
         }
     }
@@ -184,6 +198,29 @@ enum BlockKernels {
             }
         }
         return (SIMDSupport.sum(t0) + o0, SIMDSupport.sum(t1) + o1, SIMDSupport.sum(t2) + o2, SIMDSupport.sum(t3) + o3)
+    }
+    @inline(__always)
+    private static func tile2<F: BlockFormat>(
+        _ format: F.Type, _ row: UnsafeRawPointer, blocks: Int, x: UnsafePointer<Float>, xStride: Int,
+        sums: UnsafePointer<Float>?, first: Int
+    ) -> (Float, Float) {
+        let x0 = x + first * xStride, x1 = x0 + xStride
+        var t0 = SIMD8<Float>(), t1 = SIMD8<Float>()
+        var o0: Float = 0, o1: Float = 0
+        for b in 0..<blocks {
+            let block = row + b * F.blockBytes
+            let q = F.decode(block)
+            let (scale, m) = HalfPrecision.loadHalfPair(block)
+            let d = SIMD8<Float>(repeating: scale)
+            t0.addProduct(blockDot(q, x0 + 32 * b), d)
+            t1.addProduct(blockDot(q, x1 + 32 * b), d)
+            if F.hasOffset {
+                let s = sums.unsafelyUnwrapped + b
+                o0.addProduct(m, s[first * blocks])
+                o1.addProduct(m, s[(first + 1) * blocks])
+            }
+        }
+        return (SIMDSupport.sum(t0) + o0, SIMDSupport.sum(t1) + o1)
     }
 }
 
