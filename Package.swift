@@ -18,6 +18,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     ],
     targets: [
         // System libraries, found through pkg-config.
@@ -37,7 +38,9 @@ let package = Package(
         // Medusa heads, candidate tree, acceptance.
         .target(name: "Medusa", dependencies: ["Worker"], swiftSettings: simdFlags),
         // Tokenizer, chat templates, generation loops on rank 0.
-        .target(name: "Coordinator", dependencies: ["Worker", "Medusa", "Collectives"]),
+        .target(
+            name: "Coordinator",
+            dependencies: ["Worker", "Medusa", "Collectives", .product(name: "Crypto", package: "swift-crypto")]),
         .executableTarget(
             name: "medusa-worker",
             dependencies: [

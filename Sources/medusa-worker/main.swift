@@ -3,7 +3,7 @@ import ArgumentParser
 struct MedusaWorker: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "medusa-worker",
-        abstract: "Tensor-parallel Llama inference (one process, or P under mpirun -np P); Medusa decoding comes next.",
+        abstract: "Tensor-parallel Llama inference with Medusa speculative decoding (one process, or P under mpirun -np P).",
         subcommands: [GenerateCommand.self, PerplexityCommand.self, TokenizeCommand.self, BenchCommand.self])
 }
 
