@@ -35,8 +35,8 @@ let package = Package(
         .target(
             name: "Worker", dependencies: ["Collectives", "COpenBLAS"],
             swiftSettings: simdFlags),
-        // Medusa heads, candidate tree, acceptance.
-        .target(name: "Medusa", dependencies: ["Worker"], swiftSettings: simdFlags),
+        // Medusa heads, candidate tree, acceptance, and the heads' training.
+        .target(name: "Medusa", dependencies: ["Worker", "COpenBLAS"], swiftSettings: simdFlags),
         // Tokenizer, chat templates, generation loops on rank 0.
         .target(
             name: "Coordinator",

@@ -38,16 +38,25 @@ public struct SafetensorsWriter {
 
     /// The JSON header, unpadded.
     public func header() -> String {
+        Self.header(metadata: metadata, tensors: tensors.map { ($0.name, $0.dtype, $0.shape, $0.data.count) })
+    }
+
+    /// The JSON header, unpadded, of tensors of `byteCount` bytes each stored back to back in this
+    /// order: for writers that stream the data rather than hold it (`assemble(header:data: [])`
+    /// then gives the bytes before the data).
+    public static func header(
+        metadata: [String: String], tensors: [(name: String, dtype: String, shape: [Int], byteCount: Int)]
+    ) -> String {
         var entries: [String] = []
         if !metadata.isEmpty {
-            let fields = metadata.keys.sorted().map { "\(Self.quote($0)):\(Self.quote(metadata[$0]!))" }
+            let fields = metadata.keys.sorted().map { "\(quote($0)):\(quote(metadata[$0]!))" }
             entries.append("\"__metadata__\":{\(fields.joined(separator: ","))}")
         }
         var offset = 0
         for t in tensors {
             let shape = t.shape.map(String.init).joined(separator: ",")
-            entries.append("\(Self.quote(t.name)):{\"dtype\":\(Self.quote(t.dtype)),\"shape\":[\(shape)],\"data_offsets\":[\(offset),\(offset + t.data.count)]}")
-            offset += t.data.count
+            entries.append("\(quote(t.name)):{\"dtype\":\(quote(t.dtype)),\"shape\":[\(shape)],\"data_offsets\":[\(offset),\(offset + t.byteCount)]}")
+            offset += t.byteCount
         }
         return "{" + entries.joined(separator: ",") + "}"
     }
