@@ -215,9 +215,16 @@ extension Generator {
 
 /// The lowercase hex SHA-256 of a file, read in chunks.
 public func sha256Hex(ofFile path: String) throws -> String {
-    guard let handle = FileHandle(forReadingAtPath: path) else { throw DistillationError("cannot read \(path)") }
-    defer { try? handle.close() }
+    try sha256Hex(ofFiles: [path])
+}
+
+/// The lowercase hex SHA-256 of several files' bytes, one after the other.
+public func sha256Hex(ofFiles paths: [String]) throws -> String {
     var hasher = SHA256()
-    while let chunk = try handle.read(upToCount: 8 << 20), !chunk.isEmpty { hasher.update(data: chunk) }
+    for path in paths {
+        guard let handle = FileHandle(forReadingAtPath: path) else { throw DistillationError("cannot read \(path)") }
+        defer { try? handle.close() }
+        while let chunk = try handle.read(upToCount: 8 << 20), !chunk.isEmpty { hasher.update(data: chunk) }
+    }
     return hasher.finalize().map { String(format: "%02x", $0) }.joined()
 }

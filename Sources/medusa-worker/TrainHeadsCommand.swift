@@ -1,0 +1,303 @@
+import ArgumentParser
+import Coordinator
+import Foundation
+import Medusa
+import Worker
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Set by SIGINT: the training loop saves a checkpoint and stops.
+nonisolated(unsafe) private var interrupted: sig_atomic_t = 0
+
+struct TrainHeadsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "train-heads",
+        abstract: "Train Medusa heads on the frozen model's own answers (self-distillation, Medusa-1).",
+        discussion: """
+            1. Data: the model answers each prompt (chat template applied, greedy unless --temperature), and every \
+            answer token is stored with the hidden state that chose it, in OUT/distill (appended per answer: an \
+            interrupted run, a second epoch or a resumed run never regenerates). 2. Training: head k learns the token \
+            k + 2 places after each row's position (loss sum_k 0.8^k CE_k), AdamW with linear warm-up and cosine decay, \
+            gradient clipping, checkpoints in OUT/checkpoint.safetensors (every --checkpoint-every steps, at each epoch's \
+            end, and on Ctrl-C). Every 20th answer is held out to report accuracy. 3. Output: OUT/medusa_heads.safetensors \
+            (this project's heads format) and OUT/config.json (base model and its sha256, prompts, command, accuracies).
+            """)
+
+    @OptionGroup var modelOptions: ModelOptions
+
+    @Option(help: "Output folder.")
+    var out: String
+
+    @Option(help: "Number of heads.")
+    var heads: Int = 4
+
+    @Option(help: "Residual blocks per head.")
+    var layers: Int = 1
+
+    @Flag(help: "Each head's LM head: shared with the base model (frozen, small files) or its own (initialised from the base, trained).")
+    var lmHead: LMHeadChoice = .sharedLmHead
+
+    @Option(help: "JSON Lines prompts (\"prompt\" strings or MT-Bench \"turns\") (default: data/train_prompts.jsonl, searched upwards).")
+    var prompts: String?
+
+    @Option(help: "Use the first N prompts (default: all).")
+    var samples: Int?
+
+    @Option(help: "Longest answer per prompt, in tokens.")
+    var maxTokens: Int = 256
+
+    @Option(help: "Sampling temperature of the answers (0: greedy, the setting Medusa's greedy decoding uses).")
+    var temperature: Float = 0
+
+    @Option(help: "Passes over the training rows.")
+    var epochs: Int = 1
+
+    @Option(help: "Peak learning rate.")
+    var lr: Float = 1e-3
+
+    @Option(help: "Rows per training step.")
+    var batch: Int = 256
+
+    @Option(help: "Linear warm-up steps before the cosine decay.")
+    var warmup: Int = 40
+
+    @Option(help: "Save a checkpoint every N steps.")
+    var checkpointEvery: Int = 100
+
+    @Option(help: "Seed of the data order (and of sampled answers).")
+    var seed: UInt64 = 0
+
+    @Flag(help: "Continue from OUT/checkpoint.safetensors.")
+    var resume = false
+
+    enum LMHeadChoice: EnumerableFlag {
+        case sharedLmHead, ownLmHead
+    }
+
+    func validate() throws {
+        guard heads >= 1 && heads <= 16 else { throw ValidationError("--heads must be between 1 and 16, got \(heads)") }
+        guard layers >= 1 && layers <= 8 else { throw ValidationError("--layers must be between 1 and 8, got \(layers)") }
+        if let samples, samples < 1 { throw ValidationError("--samples must be at least 1, got \(samples)") }
+        guard maxTokens >= 2 else { throw ValidationError("--max-tokens must be at least 2, got \(maxTokens)") }
+        guard temperature >= 0, temperature.isFinite else { throw ValidationError("--temperature must be >= 0, got \(temperature)") }
+        guard epochs >= 1 else { throw ValidationError("--epochs must be at least 1, got \(epochs)") }
+        guard lr > 0, lr.isFinite else { throw ValidationError("--lr must be positive, got \(lr)") }
+        guard batch >= 1 else { throw ValidationError("--batch must be at least 1, got \(batch)") }
+        guard warmup >= 0 else { throw ValidationError("--warmup must be >= 0, got \(warmup)") }
+        guard checkpointEvery >= 1 else { throw ValidationError("--checkpoint-every must be at least 1, got \(checkpointEvery)") }
+    }
+
+    func run() throws {
+        let group = RankGroup.join()
+        try group.run {
+            let loaded = try group.loadModel(modelOptions)
+            let promptsFile = try prompts ?? TrainingPrompts.findDefault()
+            let texts = try BenchPrompts.load(path: promptsFile, limit: samples ?? Int.max)
+            try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+            let checkpointPath = out + "/checkpoint.safetensors"
+            if !resume, FileManager.default.fileExists(atPath: checkpointPath) {
+                throw CommandError("\(checkpointPath) exists: pass --resume to continue it, or choose another --out")
+            }
+            let modelHash = try ModelHash.sha256(of: loaded.path)
+            let provenance = DistillationSet.Provenance(
+                model: (loaded.path as NSString).lastPathComponent, modelSHA256: modelHash,
+                hiddenSize: loaded.model.config.hiddenSize, vocabularySize: loaded.model.config.vocabularySize,
+                promptsSHA256: try sha256Hex(ofFile: promptsFile), maxTokens: maxTokens, temperature: temperature, seed: seed)
+            let data = try DistillationSet(directory: out + "/distill", provenance: provenance)
+            try distill(loaded, texts: texts, into: data)
+            // The other ranks are done: training runs on rank 0 alone.
+            _ = try group.finish(loaded.model)
+            let baseLMHead = Self.dequantized(loaded.model.weights.output)
+            try train(loaded, data: data, baseLMHead: baseLMHead, checkpointPath: checkpointPath,
+                      base: (provenance.model, modelHash), promptsFile: promptsFile, promptCount: texts.count)
+        }
+    }
+
+    /// Answers every prompt the data does not hold yet.
+    private func distill(_ loaded: LoadedModel, texts: [String], into data: DistillationSet) throws {
+        let generator = Generator(model: loaded.model)
+        let tokenizer = loaded.tokenizer
+        let todo = texts.indices.filter { !data.answeredPrompts.contains($0) }
+        guard !todo.isEmpty else {
+            progress("[data] \(data.answers.count) answers, \(data.rowCount) rows already in \(data.directory)\n")
+            return
+        }
+        let start = Date()
+        var made = 0
+        for (n, index) in todo.enumerated() {
+            let prompt = loaded.chatTemplate == nil ? texts[index] : try loaded.chatPrompt([ChatMessage(role: "user", content: texts[index])])
+            let tokens = tokenizer.encode(prompt, addSpecial: true, parseSpecial: true)
+            guard tokens.count + 2 < loaded.model.contextLength else {
+                progress("[data] prompt \(index + 1) skipped: \(tokens.count) tokens do not fit --ctx \(loaded.model.contextLength)\n")
+                continue
+            }
+            var sampler = Sampler(parameters: SamplingParameters(temperature: temperature), seed: seed &+ UInt64(index))
+            let answer = try generator.generateWithHiddenStates(
+                prompt: tokens, maxTokens: maxTokens, sampler: &sampler, stopAt: { tokenizer.isEndOfGeneration($0) })
+            try data.append(prompt: index, hidden: answer.hidden, tokens: answer.tokens)
+            made += answer.tokens.count
+            let elapsed = Date().timeIntervalSince(start)
+            let eta = elapsed / Double(n + 1) * Double(todo.count - n - 1)
+            progress(String(format: "\r[data] %d/%d answers, %d rows, %.1f tok/s, ETA %@   ", n + 1, todo.count,
+                            data.rowCount, Double(made) / elapsed, Self.duration(eta)))
+        }
+        progress("\n")
+    }
+
+    private func train(
+        _ loaded: LoadedModel, data: DistillationSet, baseLMHead: [Float], checkpointPath: String,
+        base: (file: String, sha256: String), promptsFile: String, promptCount: Int
+    ) throws {
+        let (hidden, tokens) = try data.load()
+        let targets = data.targets(tokens: tokens, heads: heads)
+        let h = loaded.model.config.hiddenSize
+        // Every 20th answer is held out for the accuracies reported at the end.
+        var trainRows: [Int] = [], heldOutRows: [Int] = []
+        for (i, answer) in data.answers.enumerated() {
+            let rows = answer.start..<(answer.start + answer.count)
+            if i % 20 == 19 { heldOutRows += rows } else { trainRows += rows }
+        }
+        guard !trainRows.isEmpty else { throw CommandError("no training rows: the answers are empty") }
+        let stepsPerEpoch = (trainRows.count + batch - 1) / batch
+        let configuration = HeadTrainer.Configuration(
+            heads: heads, layers: layers, hiddenSize: h, vocabularySize: loaded.model.config.vocabularySize,
+            ownLMHead: lmHead == .ownLmHead, learningRate: lr, warmupSteps: min(warmup, stepsPerEpoch * epochs / 2),
+            totalSteps: stepsPerEpoch * epochs, seed: seed)
+        let trainer: HeadTrainer
+        if resume, FileManager.default.fileExists(atPath: checkpointPath) {
+            trainer = try HeadTrainer.load(from: checkpointPath, baseLMHead: baseLMHead)
+            guard trainer.configuration == configuration else {
+                throw CommandError("\(checkpointPath) was made with other settings (\(trainer.configuration)); use the same options or another --out")
+            }
+            progress("[train] resuming at step \(trainer.step) of \(configuration.totalSteps)\n")
+        } else {
+            trainer = try HeadTrainer(configuration: configuration, baseLMHead: baseLMHead)
+        }
+        func makeBatch(_ rows: ArraySlice<Int>) -> TrainingBatch {
+            var x = [Float](repeating: 0, count: rows.count * h)
+            for (i, r) in rows.enumerated() { x.replaceSubrange((i * h)..<((i + 1) * h), with: hidden[(r * h)..<((r + 1) * h)]) }
+            return TrainingBatch(hidden: x, targets: (0..<heads).map { k in rows.map { targets[k][$0] } })
+        }
+        signal(SIGINT) { _ in interrupted = 1 }
+        defer { signal(SIGINT, SIG_DFL) }
+        let start = Date()
+        let firstStep = trainer.step
+        var recent: [BatchStatistics] = []
+        while trainer.step < configuration.totalSteps {
+            let epoch = trainer.step / stepsPerEpoch
+            // The epoch's order: a shuffle seeded by --seed and the epoch, so a resumed run replays it.
+            var rng = SeededGenerator(seed: seed &+ 0x9E37 &* UInt64(epoch + 1))
+            let order = trainRows.shuffled(using: &rng)
+            let offset = (trainer.step % stepsPerEpoch) * batch
+            let stats = try trainer.train(makeBatch(order[offset..<min(order.count, offset + batch)]))
+            recent.append(stats)
+            if recent.count > 20 { recent.removeFirst() }
+            let done = trainer.step - firstStep
+            let perStep = Date().timeIntervalSince(start) / Double(done)
+            let accuracy = (0..<heads).map { k in
+                let correct = recent.reduce(0) { $0 + $1.top1Correct[k] }, count = recent.reduce(0) { $0 + $1.targetCount[k] }
+                return String(format: "%.2f", count > 0 ? Double(correct) / Double(count) : 0)
+            }
+            progress(String(format: "\r[train] step %d/%d epoch %d/%d loss %.3f top-1 [%@] %.2f s/step ETA %@   ",
+                            trainer.step, configuration.totalSteps, epoch + 1, epochs,
+                            recent.reduce(0) { $0 + $1.loss } / Double(recent.count), accuracy.joined(separator: " "),
+                            perStep, Self.duration(perStep * Double(configuration.totalSteps - trainer.step))))
+            if trainer.step % checkpointEvery == 0 || trainer.step % stepsPerEpoch == 0 { try trainer.save(to: checkpointPath) }
+            if interrupted != 0 {
+                try trainer.save(to: checkpointPath)
+                progress("\n[train] interrupted: checkpoint saved at step \(trainer.step); continue with --resume\n")
+                throw ExitCode(130)
+            }
+        }
+        progress("\n")
+        try trainer.save(to: checkpointPath)
+
+        // Held-out accuracy, then the heads and their record.
+        var top1 = [Int](repeating: 0, count: heads), top5 = top1, count = top1
+        var offset = 0
+        while offset < heldOutRows.count {
+            let stats = try trainer.evaluate(makeBatch(heldOutRows[offset..<min(heldOutRows.count, offset + batch)]))
+            for k in 0..<heads {
+                top1[k] += stats.top1Correct[k]
+                top5[k] += stats.top5Correct[k]
+                count[k] += stats.targetCount[k]
+            }
+            offset += batch
+        }
+        let top1Accuracy = (0..<heads).map { count[$0] > 0 ? Double(top1[$0]) / Double(count[$0]) : 0 }
+        let top5Accuracy = (0..<heads).map { count[$0] > 0 ? Double(top5[$0]) / Double(count[$0]) : 0 }
+        let exported = trainer.export()
+        try MedusaHeadWeights.write(
+            blocks: exported.blocks, lmHeads: exported.lmHeads, hiddenSize: h, vocabularySize: configuration.vocabularySize,
+            baseModel: "\(base.file) sha256:\(base.sha256)", to: out + "/" + MedusaHeadWeights.weightsFileNames[0])
+        let record: [String: Any] = [
+            "format": MedusaHeadWeights.formatName,
+            "base_model": ["file": base.file, "sha256": base.sha256],
+            "medusa_num_heads": heads, "medusa_num_layers": layers, "shared_lm_head": lmHead == .sharedLmHead,
+            "prompts": ["file": (promptsFile as NSString).lastPathComponent, "sha256": data.provenance.promptsSHA256,
+                        "count": promptCount],
+            "answers": data.answers.count, "train_rows": trainRows.count, "held_out_rows": heldOutRows.count,
+            "max_tokens": maxTokens, "temperature": Double("\(temperature)") ?? 0, "epochs": epochs, "lr": Double("\(lr)") ?? 0,
+            "batch": batch, "steps": trainer.step, "seed": seed,
+            "command": (["medusa-worker"] + CommandLine.arguments.dropFirst()).joined(separator: " "),
+            "held_out_top1_accuracy": top1Accuracy, "held_out_top5_accuracy": top5Accuracy,
+        ]
+        try JSONSerialization.data(withJSONObject: record, options: [.prettyPrinted, .sortedKeys])
+            .write(to: URL(fileURLWithPath: out + "/config.json"), options: .atomic)
+        emit("heads written to \(out)/\(MedusaHeadWeights.weightsFileNames[0]); held-out top-1 accuracy per head: "
+            + top1Accuracy.map { String(format: "%.3f", $0) }.joined(separator: " ") + "\n")
+    }
+
+    /// The LM head as fp32 [vocabulary, hidden].
+    static func dequantized(_ w: WeightMatrix) -> [Float] {
+        var out = [Float](repeating: 0, count: w.rows * w.columns)
+        out.withUnsafeMutableBufferPointer { o in
+            for r in 0..<w.rows { w.dequantizeRow(r, into: o.baseAddress! + r * w.columns) }
+        }
+        return out
+    }
+
+    static func duration(_ seconds: Double) -> String {
+        guard seconds.isFinite else { return "?" }
+        let s = Int(seconds.rounded())
+        return s >= 3600 ? "\(s / 3600)h\(s % 3600 / 60)m" : (s >= 60 ? "\(s / 60)m\(s % 60)s" : "\(s)s")
+    }
+}
+
+/// Progress on stderr (stdout keeps the result).
+func progress(_ text: String) {
+    FileHandle.standardError.write(Data(text.utf8))
+}
+
+enum TrainingPrompts {
+    static let defaultRelativePath = "data/train_prompts.jsonl"
+
+    /// data/train_prompts.jsonl from the working directory or any folder above it.
+    static func findDefault() throws -> String {
+        var dir = URL(fileURLWithPath: FileManager.default.currentDirectoryPath).standardizedFileURL
+        while true {
+            let candidate = dir.appendingPathComponent(defaultRelativePath).path
+            if FileManager.default.fileExists(atPath: candidate) { return candidate }
+            let parent = dir.deletingLastPathComponent()
+            if parent.path == dir.path { break }
+            dir = parent
+        }
+        throw CommandError("no --prompts given and \(defaultRelativePath) not found above the working directory")
+    }
+}
+
+/// The sha256 that identifies a base model: its GGUF file's, or for a Hugging Face folder, the
+/// hash of its safetensors files' bytes in name order.
+enum ModelHash {
+    static func sha256(of path: String) throws -> String {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+            throw CommandError("\(path): no such file or folder")
+        }
+        guard isDirectory.boolValue else { return try sha256Hex(ofFile: path) }
+        let files = try FileManager.default.contentsOfDirectory(atPath: path).filter { $0.hasSuffix(".safetensors") }.sorted()
+        return try sha256Hex(ofFiles: files.map { (path as NSString).appendingPathComponent($0) })
+    }
+}

@@ -1,0 +1,72 @@
+import Foundation
+import TestSupport
+import Testing
+import Worker
+
+/// train-heads and eval-heads end to end on a tiny synthetic model: data, training, checkpoints,
+/// the heads file, and using it.
+@Suite struct TrainHeadsTests {
+    @Test("train-heads writes heads that generate uses (same greedy output), resumes, and eval-heads scores them")
+    func trainEvaluateUse() throws {
+        let model = try CLITests.tinyModel()
+        let dir = try makeTemporaryDirectory()
+        let prompts = dir + "/prompts.jsonl"
+        try Data(["Hello there", "Tell me a story", "Why is the sky blue?", "Count to ten", "Name a colour"]
+            .map { "{\"prompt\": \"\($0)\"}" }.joined(separator: "\n").utf8).write(to: URL(fileURLWithPath: prompts))
+        let out = dir + "/heads"
+        let train = ["train-heads", "--model", model, "--out", out, "--prompts", prompts, "--max-tokens", "16",
+                     "--heads", "3", "--batch", "16", "--epochs", "2", "--threads", "1"]
+        let r = try BinaryRunner.run(train)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout.contains("heads written to"))
+        let config = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/config.json"))) as? [String: Any]
+        #expect(config?["medusa_num_heads"] as? Int == 3)
+        #expect(config?["answers"] as? Int == 5)
+        #expect(((config?["base_model"] as? [String: Any])?["sha256"] as? String)?.count == 64)
+        #expect((config?["command"] as? String)?.hasPrefix("medusa-worker train-heads") == true)
+        #expect((config?["held_out_top1_accuracy"] as? [Double])?.count == 3)
+
+        // Without --resume an existing checkpoint is refused; with it, the data is not made again.
+        let again = try BinaryRunner.run(train)
+        #expect(again.status != 0)
+        #expect(again.stderr.contains("pass --resume"), "\(again.stderr)")
+        let resumed = try BinaryRunner.run(train + ["--resume"])
+        #expect(resumed.status == 0, "\(resumed.stderr)")
+        #expect(resumed.stderr.contains("already in"), "\(resumed.stderr)")
+        let changed = try BinaryRunner.run(train + ["--resume", "--max-tokens", "20"])
+        #expect(changed.status != 0)
+        #expect(changed.stderr.contains("made with other settings"), "\(changed.stderr)")
+
+        let generate = ["generate", "--model", model, "--prompt", "Hello there", "--max-tokens", "20", "--ignore-eos",
+                        "--threads", "1", "--json"]
+        let plain = try BinaryRunner.run(generate)
+        let medusa = try BinaryRunner.run(generate + ["--heads", out, "--tree", "chain"])
+        #expect(medusa.status == 0, "\(medusa.stderr)")
+        #expect(try medusa.json()["token_ids"] as? [Int] == plain.json()["token_ids"] as? [Int])
+
+        let eval = try BinaryRunner.run(["eval-heads", "--model", model, "--heads", out, "--prompts", prompts,
+                                         "--max-tokens", "12", "--threads", "1", "--json"])
+        #expect(eval.status == 0, "\(eval.stderr)")
+        let report = try eval.json()
+        #expect(report["answers"] as? Int == 5)
+        let top1 = report["top1_accuracy"] as? [Double] ?? [], top5 = report["top5_accuracy"] as? [Double] ?? []
+        #expect(top1.count == 3 && zip(top1, top5).allSatisfy { 0 <= $0 && $0 <= $1 && $1 <= 1 })
+    }
+
+    @Test("bad train-heads options are one clear line")
+    func errors() throws {
+        let model = try CLITests.tinyModel()
+        let dir = try makeTemporaryDirectory()
+        let cases: [([String], String)] = [
+            (["train-heads", "--model", model, "--out", dir + "/a", "--prompts", dir + "/absent.jsonl"], "absent.jsonl"),
+            (["train-heads", "--model", model, "--out", dir + "/a", "--heads", "0"], "--heads must be between 1 and 16"),
+            (["train-heads", "--model", model, "--out", dir + "/a", "--lr", "0"], "--lr must be positive"),
+            (["eval-heads", "--model", model, "--heads", dir + "/none"], "none"),
+        ]
+        for (arguments, expected) in cases {
+            let r = try BinaryRunner.run(arguments)
+            #expect(r.status != 0, "\(arguments) exited 0")
+            #expect(r.stderr.contains(expected), "\(arguments): \(r.stderr)")
+        }
+    }
+}
