@@ -84,8 +84,10 @@ public enum Benchmark {
     /// Measures T(n) for n = 1 ... maxNodes: `runs` repetitions each (median), interleaved across n
     /// so that a slow moment of the machine does not land on one n only. The cache holds
     /// `context` committed tokens throughout; verify steps are never committed.
+    /// Without `lmHead`, only the forward is timed (Medusa's verifier runs the LM head on the rows
+    /// it walks, not on all n).
     public static func verifyCurve(
-        model: LlamaModel, context: [Int32], maxNodes: Int, runs: Int
+        model: LlamaModel, context: [Int32], maxNodes: Int, runs: Int, lmHead: Bool = true
     ) throws(ModelError) -> [CurvePoint] {
         precondition(maxNodes >= 1 && runs >= 1)
         model.cache.reset()
@@ -109,8 +111,10 @@ public enum Benchmark {
                             positions: UnsafeBufferPointer(rebasing: p[0..<n]), mask: masks[n - 1])
                     }
                 }
-                logits.withUnsafeMutableBufferPointer { out in
-                    model.logits(hidden: hidden.baseAddress!, rows: n, into: out.baseAddress!)
+                if lmHead {
+                    logits.withUnsafeMutableBufferPointer { out in
+                        model.logits(hidden: hidden.baseAddress!, rows: n, into: out.baseAddress!)
+                    }
                 }
                 times[n - 1].append(seconds(start, DispatchTime.now()))
             }

@@ -1,6 +1,9 @@
 import Crypto
 import Foundation
 import Medusa
+#if canImport(Glibc)
+import Glibc
+#endif
 import Worker
 
 /// Self-distillation data for Medusa heads (Medusa-1): the frozen backbone answers prompts, and
@@ -50,6 +53,8 @@ public final class DistillationSet {
 
     public let directory: String
     public let provenance: Provenance
+    /// An exclusive lock on the folder's `lock` file, held while this object lives.
+    private let lock: Int32
     public private(set) var answers: [Answer]
     /// Rows stored so far.
     public var rowCount: Int { answers.last.map { $0.start + $0.count } ?? 0 }
@@ -66,41 +71,56 @@ public final class DistillationSet {
         self.provenance = provenance
         let fm = FileManager.default
         try fm.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        if let data = fm.contents(atPath: directory + "/meta.json") {
-            let existing: Provenance
-            do { existing = try JSONDecoder().decode(Provenance.self, from: data) } catch {
-                throw DistillationError("\(directory)/meta.json is not distillation metadata (\(error)); delete the folder to start over")
-            }
-            guard existing == provenance else {
-                throw DistillationError(
-                    "\(directory) holds data made with other settings (\(existing.model), \(existing.maxTokens) tokens, "
-                        + "temperature \(existing.temperature), seed \(existing.seed)); delete it or choose another folder")
-            }
-        } else {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            try encoder.encode(provenance).write(to: URL(fileURLWithPath: directory + "/meta.json"), options: .atomic)
+        // Two writers appending to the same files would interleave their answers.
+        lock = open(directory + "/lock", O_CREAT | O_RDWR, 0o644)
+        guard lock >= 0 else { throw DistillationError("cannot create \(directory)/lock") }
+        guard flock(lock, LOCK_EX | LOCK_NB) == 0 else {
+            close(lock)
+            throw DistillationError("\(directory) is in use by another process (train-heads running?)")
         }
         answers = []
-        if let data = fm.contents(atPath: directory + "/answers.jsonl") {
-            let lines = String(decoding: data, as: UTF8.self).split(separator: "\n")
-            for (i, line) in lines.enumerated() {
-                guard let answer = try? JSONDecoder().decode(Answer.self, from: Data(line.utf8)),
-                      answer.start == rowCount, answer.count > 0 else {
-                    // Only the last line can be torn (an interrupted append); it is dropped.
-                    guard i == lines.count - 1 else {
-                        throw DistillationError("\(answersPath): line \(i + 1) is damaged; delete the folder to start over")
-                    }
-                    break
+        // A failed init runs no deinit: release the lock here.
+        do {
+            if let data = fm.contents(atPath: directory + "/meta.json") {
+                let existing: Provenance
+                do { existing = try JSONDecoder().decode(Provenance.self, from: data) } catch {
+                    throw DistillationError("\(directory)/meta.json is not distillation metadata (\(error)); delete the folder to start over")
                 }
-                answers.append(answer)
+                guard existing == provenance else {
+                    throw DistillationError(
+                        "\(directory) holds data made with other settings (\(existing.model), \(existing.maxTokens) tokens, "
+                            + "temperature \(existing.temperature), seed \(existing.seed)); delete it or choose another folder")
+                }
+            } else {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+                try encoder.encode(provenance).write(to: URL(fileURLWithPath: directory + "/meta.json"), options: .atomic)
             }
+            if let data = fm.contents(atPath: directory + "/answers.jsonl") {
+                let lines = String(decoding: data, as: UTF8.self).split(separator: "\n")
+                for (i, line) in lines.enumerated() {
+                    guard let answer = try? JSONDecoder().decode(Answer.self, from: Data(line.utf8)),
+                          answer.start == rowCount, answer.count > 0 else {
+                        // Only the last line can be torn (an interrupted append); it is dropped.
+                        guard i == lines.count - 1 else {
+                            throw DistillationError("\(answersPath): line \(i + 1) is damaged; delete the folder to start over")
+                        }
+                        break
+                    }
+                    answers.append(answer)
+                }
+            }
+            // Keep exactly the rows the listed answers cover.
+            try Self.truncate(hiddenPath, to: rowCount * provenance.hiddenSize * 4)
+            try Self.truncate(tokensPath, to: rowCount * 4)
+            try rewriteAnswers()
+        } catch {
+            close(lock)
+            throw error
         }
-        // Keep exactly the rows the listed answers cover.
-        try Self.truncate(hiddenPath, to: rowCount * provenance.hiddenSize * 4)
-        try Self.truncate(tokensPath, to: rowCount * 4)
-        try rewriteAnswers()
     }
+
+    deinit { close(lock) }
 
     /// Prompts already answered.
     public var answeredPrompts: Set<Int> { Set(answers.map(\.prompt)) }

@@ -51,6 +51,21 @@ import Worker
         #expect(report["answers"] as? Int == 5)
         let top1 = report["top1_accuracy"] as? [Double] ?? [], top5 = report["top5_accuracy"] as? [Double] ?? []
         #expect(top1.count == 3 && zip(top1, top5).allSatisfy { 0 <= $0 && $0 <= $1 && $1 <= 1 })
+
+        let tree = dir + "/tree.json"
+        let tune = try BinaryRunner.run(["tune-tree", "--model", model, "--heads", out, "--prompts", prompts, "--limit", "2",
+                                         "--max-tokens", "12", "--max-nodes", "12", "--runs", "1", "--threads", "1",
+                                         "--out", tree, "--json"])
+        #expect(tune.status == 0, "\(tune.stderr)")
+        let tuned = try tune.json()
+        #expect((tuned["curve"] as? [[String: Any]])?.count ?? 0 >= 1)
+        let nodes = tuned["chosen_nodes"] as? Int ?? 0
+        #expect(nodes >= 1 && nodes <= 12)
+        #expect((tuned["measured_tokens_per_step"] as? Double ?? 0) >= 1)
+        // The written tree is a valid --tree.
+        let withTree = try BinaryRunner.run(generate + ["--heads", out, "--tree", tree])
+        #expect(withTree.status == 0, "\(withTree.stderr)")
+        #expect(try withTree.json()["token_ids"] as? [Int] == plain.json()["token_ids"] as? [Int])
     }
 
     @Test("bad train-heads options are one clear line")

@@ -79,3 +79,19 @@ import Testing
         }
     }
 }
+
+@Suite struct TreeSearchTests {
+    @Test("the greedy search adds the node with the largest path product whose parent is in the tree")
+    func greedyOrder() throws {
+        let accuracy: [[Double]] = [[0.6, 0.2, 0.1], [0.5, 0.1], [0.4]]
+        let steps = TreeSearch.greedy(accuracy: accuracy, maxNodes: 6)
+        #expect(steps.map(\.choices.count) == [0, 1, 2, 3, 4, 5])
+        // 0.6, then [0,0] 0.3, [1] 0.2, [0,0,0] 0.12, [2] 0.1 (ties with [1,0] 0.1 go to the earlier)
+        #expect(steps[5].choices == [[0], [0, 0], [1], [0, 0, 0], [2]])
+        #expect(abs(steps[5].expectedTokens - (1 + 0.6 + 0.3 + 0.2 + 0.12 + 0.1)) < 1e-12)
+        for step in steps { _ = try CandidateTree(choices: step.choices) }
+        // No node whose accuracy is zero, and never deeper than the heads.
+        let all = TreeSearch.greedy(accuracy: [[1, 0]], maxNodes: 10)
+        #expect(all.last?.choices == [[0]])
+    }
+}

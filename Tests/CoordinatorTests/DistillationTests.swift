@@ -13,11 +13,15 @@ import Worker
     @Test("answers are appended, survive reopening, and give each head its shifted targets")
     func appendReopenTargets() throws {
         let dir = try makeTemporaryDirectory() + "/distill"
-        let set = try DistillationSet(directory: dir, provenance: Self.provenance)
-        try set.append(prompt: 3, hidden: (0..<12).map(Float.init), tokens: [10, 11, 12])
-        try set.append(prompt: 5, hidden: (12..<20).map(Float.init), tokens: [20, 21])
+        var set: DistillationSet? = try DistillationSet(directory: dir, provenance: Self.provenance)
+        try set?.append(prompt: 3, hidden: (0..<12).map(Float.init), tokens: [10, 11, 12])
+        try set?.append(prompt: 5, hidden: (12..<20).map(Float.init), tokens: [20, 21])
+        // One writer at a time.
+        #expect(throws: DistillationError.self) { try DistillationSet(directory: dir, provenance: Self.provenance) }
+        let answers = try #require(set).answers
+        set = nil
         let reopened = try DistillationSet(directory: dir, provenance: Self.provenance)
-        #expect(reopened.answers == set.answers)
+        #expect(reopened.answers == answers)
         #expect(reopened.answeredPrompts == [3, 5])
         let (hidden, tokens) = try reopened.load()
         #expect(hidden == (0..<20).map(Float.init))
@@ -29,8 +33,9 @@ import Worker
     @Test("an interrupted append is dropped on reopening; other settings and damage are errors")
     func interruptedAndMismatched() throws {
         let dir = try makeTemporaryDirectory() + "/distill"
-        let set = try DistillationSet(directory: dir, provenance: Self.provenance)
-        try set.append(prompt: 0, hidden: [Float](repeating: 1, count: 8), tokens: [1, 2])
+        var set: DistillationSet? = try DistillationSet(directory: dir, provenance: Self.provenance)
+        try set?.append(prompt: 0, hidden: [Float](repeating: 1, count: 8), tokens: [1, 2])
+        set = nil
         // Rows written without their answers.jsonl line, and a torn line.
         let hidden = try FileHandle(forWritingTo: URL(fileURLWithPath: dir + "/hidden.f32"))
         try hidden.seekToEnd()
@@ -40,10 +45,11 @@ import Worker
         try answers.seekToEnd()
         try answers.write(contentsOf: Data("{\"prompt\": 1, \"sta".utf8))
         try answers.close()
-        let reopened = try DistillationSet(directory: dir, provenance: Self.provenance)
-        #expect(reopened.rowCount == 2)
-        #expect(try reopened.load().hidden.count == 8)
-        try reopened.append(prompt: 1, hidden: [Float](repeating: 2, count: 4), tokens: [3])
+        var reopened: DistillationSet? = try DistillationSet(directory: dir, provenance: Self.provenance)
+        #expect(reopened?.rowCount == 2)
+        #expect(try reopened?.load().hidden.count == 8)
+        try reopened?.append(prompt: 1, hidden: [Float](repeating: 2, count: 4), tokens: [3])
+        reopened = nil
         #expect(try DistillationSet(directory: dir, provenance: Self.provenance).load().tokens == [1, 2, 3])
 
         var other = Self.provenance
