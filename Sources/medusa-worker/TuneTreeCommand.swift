@@ -61,10 +61,10 @@ struct TuneTreeCommand: ParsableCommand {
             let source = try MedusaHeads(weights: MedusaHeadWeights(path: heads), model: model)
             let texts = try BenchPrompts.load(path: prompts, limit: limit)
             let tokenizer = loaded.tokenizer
-            let promptTokens = try texts.map { text in
+            let promptTokens = try texts.map { (text: String) throws -> [Int32] in
                 let prompt = loaded.chatTemplate == nil ? text : try loaded.chatPrompt([ChatMessage(role: "user", content: text)])
                 return tokenizer.encode(prompt, addSpecial: true, parseSpecial: true)
-            }.filter { $0.count + maxTokens + maxNodes < model.contextLength }
+            }.filter { (tokens: [Int32]) in tokens.count + maxTokens + maxNodes < model.contextLength }
             guard !promptTokens.isEmpty else { throw CommandError("no prompt fits the context with --max-tokens and --max-nodes (raise --ctx)") }
 
             // 1. Accuracies.
@@ -80,15 +80,20 @@ struct TuneTreeCommand: ParsableCommand {
             let context = Array(promptTokens[0].prefix(max(1, model.contextLength - maxNodes - 1)))
             let curve = try Benchmark.verifyCurve(model: model, context: context, maxNodes: maxNodes, runs: runs, lmHead: false)
             let (headsSeconds, rowSeconds) = try Self.fixedCosts(model: model, source: source, runs: max(runs, 5))
+            func depth(_ choices: [[Int]]) -> Int { choices.map(\.count).max() ?? 0 }
 
             // 3. Trees and the choice.
             let trees = TreeSearch.greedy(accuracy: accuracy.rankAccuracy, maxNodes: maxNodes)
             let rows = trees.indices.filter { $0 < curve.count }.map { i -> Row in
-                let step = curve[i].seconds + headsSeconds + trees[i].expectedTokens * rowSeconds
+                let step = curve[i].seconds + headsSeconds[depth(trees[i].choices)] + trees[i].expectedTokens * rowSeconds
                 return Row(n: i + 1, expected_tokens: trees[i].expectedTokens, forward_ms: curve[i].seconds * 1e3,
                            step_ms: step * 1e3, expected_tokens_per_second: trees[i].expectedTokens / step)
             }
-            let best = rows.max { $0.expected_tokens_per_second < $1.expected_tokens_per_second }!
+            // The best tree with at least one candidate; plain decoding (n = 1) is the yardstick.
+            let plain = rows[0]
+            guard let best = rows.dropFirst().max(by: { $0.expected_tokens_per_second < $1.expected_tokens_per_second }) else {
+                throw CommandError("the heads never guess right on these prompts: no tree has any expected gain")
+            }
             let chosen = try CandidateTree(choices: trees[best.n - 1].choices)
             if let out {
                 try JSONSerialization.data(withJSONObject: chosen.choices).write(to: URL(fileURLWithPath: out))
@@ -108,7 +113,8 @@ struct TuneTreeCommand: ParsableCommand {
             let report = Report(
                 threads: modelOptions.threadCount, ranks: model.communicator.size, answers: accuracy.answers,
                 top1_accuracy: accuracy.top1Accuracy, top5_accuracy: accuracy.top5Accuracy,
-                heads_ms: headsSeconds * 1e3, lm_head_row_ms: rowSeconds * 1e3, chosen_nodes: best.n,
+                heads_ms: headsSeconds.map { $0 * 1e3 }, lm_head_row_ms: rowSeconds * 1e3,
+                plain_tokens_per_second: plain.expected_tokens_per_second, chosen_nodes: best.n,
                 expected_tokens_per_step: best.expected_tokens, measured_tokens_per_step: measured,
                 choices: chosen.choices, curve: rows)
             if json {
@@ -117,14 +123,19 @@ struct TuneTreeCommand: ParsableCommand {
             }
             emit("\(accuracy.answers) answers; top-1 per head: " + accuracy.top1Accuracy.map { String(format: "%.3f", $0) }.joined(separator: " ")
                 + "; top-5: " + accuracy.top5Accuracy.map { String(format: "%.3f", $0) }.joined(separator: " ") + "\n")
-            emit(String(format: "heads %.2f ms per step, one LM-head row %.2f ms; %d threads, %d ranks\n",
-                        headsSeconds * 1e3, rowSeconds * 1e3, modelOptions.threadCount, model.communicator.size))
+            emit("heads per step by tree depth: " + headsSeconds.dropFirst().map { String(format: "%.2f", $0 * 1e3) }.joined(separator: ", ")
+                + String(format: " ms; one LM-head row %.2f ms; %d threads, %d ranks\n", rowSeconds * 1e3, modelOptions.threadCount,
+                         model.communicator.size))
             emit("    n  E(tokens)  forward ms  step ms  E/step (tok/s)\n")
             for r in rows where r.n <= 16 || r.n % 8 == 0 || r.n == best.n {
                 emit(String(format: "%5d %10.3f %11.2f %8.2f %10.1f%@\n", r.n, r.expected_tokens, r.forward_ms, r.step_ms,
                             r.expected_tokens_per_second, r.n == best.n ? "  <- chosen" : ""))
             }
             emit(String(format: "chosen: %d nodes, expected %.2f tokens per step, measured %.2f\n", best.n, best.expected_tokens, measured))
+            if best.expected_tokens_per_second <= plain.expected_tokens_per_second {
+                emit(String(format: "no tree beats plain decoding here (%.1f vs %.1f tok/s expected): better heads or cheaper steps are needed\n",
+                            best.expected_tokens_per_second, plain.expected_tokens_per_second))
+            }
             emit("tree: \(chosen.choices)\n")
         }
     }
@@ -140,30 +151,42 @@ struct TuneTreeCommand: ParsableCommand {
     struct Report: Encodable {
         var threads: Int, ranks: Int, answers: Int
         var top1_accuracy: [Double], top5_accuracy: [Double]
-        var heads_ms: Double, lm_head_row_ms: Double
+        /// heads_ms[d]: the heads' time for a tree of depth d (only d heads run).
+        var heads_ms: [Double], lm_head_row_ms: Double
+        /// Plain decoding's rate under the same cost model (a step of one token, no heads).
+        var plain_tokens_per_second: Double
         var chosen_nodes: Int, expected_tokens_per_step: Double, measured_tokens_per_step: Double
         var choices: [[Int]]
         var curve: [Row]
     }
 
-    /// Median seconds of one heads proposal (all heads, top-10) and of one LM-head row.
-    static func fixedCosts(model: LlamaModel, source: MedusaHeads, runs: Int) throws -> (heads: Double, row: Double) {
+    /// Median seconds of one heads proposal for trees of each depth 0 ... K (a tree of depth d runs
+    /// d heads, top-10 each), and of one LM-head row.
+    static func fixedCosts(model: LlamaModel, source: MedusaHeads, runs: Int) throws -> (heads: [Double], row: Double) {
         let h = model.config.hiddenSize
         let hidden = (0..<h).map { Float($0 % 7) * 0.1 - 0.3 }
         var logits = [Float](repeating: 0, count: model.config.vocabularySize)
-        var headTimes: [Double] = [], rowTimes: [Double] = []
-        for _ in 0..<runs {
-            var start = DispatchTime.now()
-            _ = hidden.withUnsafeBufferPointer {
-                source.propose(hidden: $0.baseAddress!, sequence: [], topK: [Int](repeating: 10, count: source.depth))
-            }
-            headTimes.append(Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e9)
-            start = DispatchTime.now()
-            hidden.withUnsafeBufferPointer { x in
-                logits.withUnsafeMutableBufferPointer { model.logits(hidden: x.baseAddress!, rows: 1, into: $0.baseAddress!) }
-            }
-            rowTimes.append(Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e9)
+        func time(_ body: () -> Void) -> Double {
+            let start = DispatchTime.now()
+            body()
+            return Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e9
         }
-        return (Benchmark.median(headTimes), Benchmark.median(rowTimes))
+        let heads = [0.0] + (1...source.depth).map { d in
+            Benchmark.median((0..<runs).map { _ in
+                time {
+                    _ = hidden.withUnsafeBufferPointer {
+                        source.propose(hidden: $0.baseAddress!, sequence: [], topK: [Int](repeating: 10, count: d))
+                    }
+                }
+            })
+        }
+        let row = Benchmark.median((0..<runs).map { _ in
+            time {
+                hidden.withUnsafeBufferPointer { x in
+                    logits.withUnsafeMutableBufferPointer { model.logits(hidden: x.baseAddress!, rows: 1, into: $0.baseAddress!) }
+                }
+            }
+        })
+        return (heads, row)
     }
 }
