@@ -14,19 +14,26 @@ public enum DefaultModel {
         if let env = ProcessInfo.processInfo.environment["MEDUSA_MODEL"], !env.isEmpty { return env }
         var starts = [FileManager.default.currentDirectoryPath]
         if let exe = Bundle.main.executableURL?.deletingLastPathComponent().path { starts.append(exe) }
-        for start in starts {
-            var dir = URL(fileURLWithPath: start).standardizedFileURL
-            while true {
-                let candidate = dir.appendingPathComponent(cacheFolder).appendingPathComponent(fileName).path
-                if FileManager.default.fileExists(atPath: candidate) { return candidate }
-                let parent = dir.deletingLastPathComponent()
-                if parent.path == dir.path { break }
-                dir = parent
-            }
-        }
+        if let found = findAbove("\(cacheFolder)/\(fileName)", from: starts) { return found }
         // Not found: name the expected place so the error tells the user what to run.
         return "\(cacheFolder)/\(fileName)"
     }
+}
+
+/// The first existing `relativePath` below any folder on the way up from each of `starts` (the
+/// working directory by default) to the root, or nil.
+public func findAbove(_ relativePath: String, from starts: [String] = [FileManager.default.currentDirectoryPath]) -> String? {
+    for start in starts {
+        var dir = URL(fileURLWithPath: start).standardizedFileURL
+        while true {
+            let candidate = dir.appendingPathComponent(relativePath).standardizedFileURL.path
+            if FileManager.default.fileExists(atPath: candidate) { return candidate }
+            let parent = dir.deletingLastPathComponent()
+            if parent.path == dir.path { break }
+            dir = parent
+        }
+    }
+    return nil
 }
 
 /// What `--model` names: a GGUF file or a Hugging Face checkpoint folder.

@@ -186,7 +186,7 @@ struct BenchCommand: ParsableCommand {
                     line += String(format: "; Medusa %.1f tok/s (%.2fx), %.2f tokens/step%@", m, report.speedup!,
                                    report.mean_accepted_tokens!, identical ? "" : ", OUTPUT DIFFERS")
                 }
-                FileHandle.standardError.write(Data((line + "\n").utf8))
+                progress(line + "\n")
             }
         }
         let plainRate = Benchmark.median(reports.map(\.decode_tokens_per_second))
@@ -247,9 +247,12 @@ private struct SplitSum {
     }
 }
 
-/// The benchmark prompts: first turns of MT-Bench (or "prompt" strings), one JSON object per line.
+/// Prompt files: first turns of MT-Bench (or "prompt" strings), one JSON object per line.
 enum BenchPrompts {
+    /// Held out: benchmarks and evaluation only.
     static let defaultRelativePath = "../shared/data/mt_bench_question.jsonl"
+    /// The prompts heads are trained on.
+    static let trainingRelativePath = "data/train_prompts.jsonl"
 
     static func load(path: String?, limit: Int) throws -> [String] {
         let file = try path ?? findDefault()
@@ -276,16 +279,11 @@ enum BenchPrompts {
         return prompts
     }
 
-    /// ../shared/data/mt_bench_question.jsonl from the working directory or any folder above it.
-    static func findDefault() throws -> String {
-        var dir = URL(fileURLWithPath: FileManager.default.currentDirectoryPath).standardizedFileURL
-        while true {
-            let candidate = dir.appendingPathComponent(defaultRelativePath).standardizedFileURL.path
-            if FileManager.default.fileExists(atPath: candidate) { return candidate }
-            let parent = dir.deletingLastPathComponent()
-            if parent.path == dir.path { break }
-            dir = parent
+    /// `relativePath` (default: MT-Bench's questions) from the working directory or any folder above it.
+    static func findDefault(_ relativePath: String = defaultRelativePath) throws -> String {
+        guard let found = findAbove(relativePath) else {
+            throw CommandError("no --prompts given and \(relativePath) not found above the working directory")
         }
-        throw CommandError("no --prompts given and \(defaultRelativePath) not found above the working directory")
+        return found
     }
 }

@@ -31,6 +31,11 @@ func emit(_ text: String) {
     FileHandle.standardOutput.write(Data(text.utf8))
 }
 
+/// Writes progress to stderr now (stdout keeps the result).
+func progress(_ text: String) {
+    FileHandle.standardError.write(Data(text.utf8))
+}
+
 /// Prints one JSON object on its own line.
 func emitJSON<T: Encodable>(_ value: T) throws {
     let encoder = JSONEncoder()

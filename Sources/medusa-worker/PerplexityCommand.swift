@@ -51,7 +51,7 @@ struct PerplexityCommand: ParsableCommand {
             let result = try Perplexity.evaluate(
                 model: loaded.model, tokens: tokens, context: ctx, maxChunks: chunks, bos: bos,
                 onChunk: { done, ppl in
-                    if !json { FileHandle.standardError.write(Data("[\(done)] \(String(format: "%.4f", ppl))\n".utf8)) }
+                    if !json { progress("[\(done)] \(String(format: "%.4f", ppl))\n") }
                 })
             let peakMemory = try group.finish(loaded.model)
             if json {

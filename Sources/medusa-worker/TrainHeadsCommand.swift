@@ -93,7 +93,7 @@ struct TrainHeadsCommand: ParsableCommand {
         let group = RankGroup.join()
         try group.run {
             let loaded = try group.loadModel(modelOptions)
-            let promptsFile = try prompts ?? TrainingPrompts.findDefault()
+            let promptsFile = try prompts ?? BenchPrompts.findDefault(BenchPrompts.trainingRelativePath)
             let texts = try BenchPrompts.load(path: promptsFile, limit: samples ?? Int.max)
             try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
             let checkpointPath = out + "/checkpoint.safetensors"
@@ -263,28 +263,6 @@ struct TrainHeadsCommand: ParsableCommand {
         guard seconds.isFinite else { return "?" }
         let s = Int(seconds.rounded())
         return s >= 3600 ? "\(s / 3600)h\(s % 3600 / 60)m" : (s >= 60 ? "\(s / 60)m\(s % 60)s" : "\(s)s")
-    }
-}
-
-/// Progress on stderr (stdout keeps the result).
-func progress(_ text: String) {
-    FileHandle.standardError.write(Data(text.utf8))
-}
-
-enum TrainingPrompts {
-    static let defaultRelativePath = "data/train_prompts.jsonl"
-
-    /// data/train_prompts.jsonl from the working directory or any folder above it.
-    static func findDefault() throws -> String {
-        var dir = URL(fileURLWithPath: FileManager.default.currentDirectoryPath).standardizedFileURL
-        while true {
-            let candidate = dir.appendingPathComponent(defaultRelativePath).path
-            if FileManager.default.fileExists(atPath: candidate) { return candidate }
-            let parent = dir.deletingLastPathComponent()
-            if parent.path == dir.path { break }
-            dir = parent
-        }
-        throw CommandError("no --prompts given and \(defaultRelativePath) not found above the working directory")
     }
 }
 
