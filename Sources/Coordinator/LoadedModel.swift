@@ -52,6 +52,13 @@ public final class LoadedModel {
         guard let chatTemplate else { throw .noTemplate(path: path) }
         return chatTemplate.render(messages, defaultSystem: defaultSystemMessage)
     }
+
+    /// The tokens of one user message: in the chat template when the model has one, else the raw
+    /// text (benchmarks, evaluation and training prompts run on models with or without a template).
+    public func userMessageTokens(_ text: String) -> [Int32] {
+        let prompt = chatTemplate.map { $0.render([ChatMessage(role: "user", content: text)], defaultSystem: defaultSystemMessage) } ?? text
+        return tokenizer.encode(prompt, addSpecial: true, parseSpecial: true)
+    }
 }
 
 public enum ChatTemplateError: Error, CustomStringConvertible, Sendable {

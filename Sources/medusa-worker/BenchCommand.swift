@@ -142,9 +142,7 @@ struct BenchCommand: ParsableCommand {
         var plainSplit = SplitSum(), medusaSplit = SplitSum()
         var steps = 0, gained = 0
         for (index, text) in texts.enumerated() {
-            // The chat template when the model has one, else the raw text.
-            let prompt = loaded.chatTemplate == nil ? text : try loaded.chatPrompt([ChatMessage(role: "user", content: text)])
-            let tokens = tokenizer.encode(prompt, addSpecial: true, parseSpecial: true)
+            let tokens = loaded.userMessageTokens(text)
             var decode: [Double] = [], prefill: [Double] = [], medusaDecode: [Double] = []
             var generated = 0
             var identical = true

@@ -47,8 +47,7 @@ struct EvalHeadsCommand: ParsableCommand {
             let tokenizer = loaded.tokenizer
             var accuracy = HeadAccuracy(heads: source.depth)
             for (i, text) in texts.enumerated() {
-                let prompt = loaded.chatTemplate == nil ? text : try loaded.chatPrompt([ChatMessage(role: "user", content: text)])
-                let tokens = tokenizer.encode(prompt, addSpecial: true, parseSpecial: true)
+                let tokens = loaded.userMessageTokens(text)
                 guard tokens.count + 2 < loaded.model.contextLength else { continue }
                 try accuracy.score(prompt: tokens, heads: source, generator: generator, maxTokens: maxTokens,
                                    stopAt: { tokenizer.isEndOfGeneration($0) })

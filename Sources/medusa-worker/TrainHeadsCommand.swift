@@ -127,8 +127,7 @@ struct TrainHeadsCommand: ParsableCommand {
         let start = Date()
         var made = 0
         for (n, index) in todo.enumerated() {
-            let prompt = loaded.chatTemplate == nil ? texts[index] : try loaded.chatPrompt([ChatMessage(role: "user", content: texts[index])])
-            let tokens = tokenizer.encode(prompt, addSpecial: true, parseSpecial: true)
+            let tokens = loaded.userMessageTokens(texts[index])
             guard tokens.count + 2 < loaded.model.contextLength else {
                 progress("[data] prompt \(index + 1) skipped: \(tokens.count) tokens do not fit --ctx \(loaded.model.contextLength)\n")
                 continue

@@ -61,10 +61,7 @@ struct TuneTreeCommand: ParsableCommand {
             let source = try MedusaHeads(weights: MedusaHeadWeights(path: heads), model: model)
             let texts = try BenchPrompts.load(path: prompts, limit: limit)
             let tokenizer = loaded.tokenizer
-            let promptTokens = try texts.map { (text: String) throws -> [Int32] in
-                let prompt = loaded.chatTemplate == nil ? text : try loaded.chatPrompt([ChatMessage(role: "user", content: text)])
-                return tokenizer.encode(prompt, addSpecial: true, parseSpecial: true)
-            }.filter { (tokens: [Int32]) in tokens.count + maxTokens + maxNodes < model.contextLength }
+            let promptTokens = texts.map(loaded.userMessageTokens).filter { $0.count + maxTokens + maxNodes < model.contextLength }
             guard !promptTokens.isEmpty else { throw CommandError("no prompt fits the context with --max-tokens and --max-nodes (raise --ctx)") }
 
             // 1. Accuracies.
