@@ -39,13 +39,7 @@ public enum Benchmark {
         var sampler = Sampler(parameters: SamplingParameters(temperature: 0), seed: 0)
         let result = try generator.generate(
             prompt: prompt, maxTokens: maxTokens, sampler: &sampler, stopAt: isEndOfGeneration)
-        var split: [String: Double] = [:]
-        for part in StepProfile.Part.allCases { split[part.name] = profile[part] }
-        split["sampling_other"] = max(0, result.decodeSeconds - profile.total)
-        let run = DecodeRun(
-            promptTokens: result.promptTokens, generatedTokens: result.tokens.count,
-            prefillSeconds: result.prefillSeconds, decodeSeconds: result.decodeSeconds, decodeSplit: split)
-        return (run, result.tokens)
+        return (DecodeRun(result, profile: profile), result.tokens)
     }
 
     /// One greedy Medusa run of one prompt: the same measurements as `plainDecode`, the tokens (to
@@ -61,14 +55,7 @@ public enum Benchmark {
         let result = try generator.generate(
             prompt: prompt, maxTokens: maxTokens, sampler: &sampler, stopAt: isEndOfGeneration)
         let stats = result.medusa ?? MedusaStats(depth: 0)
-        var split: [String: Double] = [:]
-        for part in StepProfile.Part.allCases { split[part.name] = profile[part] }
-        split["medusa_heads"] = stats.headsSeconds
-        split["sampling_other"] = max(0, result.decodeSeconds - profile.total - stats.headsSeconds)
-        let run = DecodeRun(
-            promptTokens: result.promptTokens, generatedTokens: result.tokens.count,
-            prefillSeconds: result.prefillSeconds, decodeSeconds: result.decodeSeconds, decodeSplit: split)
-        return (run, result.tokens, stats)
+        return (DecodeRun(result, profile: profile, extra: ["medusa_heads": stats.headsSeconds]), result.tokens, stats)
     }
 
     /// T(n): the time of one verify step of n tokens (forward with a causal mask over the step,
@@ -174,5 +161,17 @@ extension Benchmark {
             }
         }
         return points
+    }
+}
+
+extension Benchmark.DecodeRun {
+    /// A generation's measurements: the forward's parts from `profile`, the `extra` parts timed
+    /// outside it, and `sampling_other`, the rest of the decode phase.
+    init(_ result: GenerationResult, profile: StepProfile, extra: [String: Double] = [:]) {
+        var split = extra
+        for part in StepProfile.Part.allCases { split[part.name] = profile[part] }
+        split["sampling_other"] = max(0, result.decodeSeconds - profile.total - extra.values.reduce(0, +))
+        self.init(promptTokens: result.promptTokens, generatedTokens: result.tokens.count,
+                  prefillSeconds: result.prefillSeconds, decodeSeconds: result.decodeSeconds, decodeSplit: split)
     }
 }

@@ -88,12 +88,9 @@ public final class Generator {
         }
     }
 
-    /// Generates up to `maxTokens` tokens after `prompt` (the cache is reset first). `onToken`
-    /// sees each token as it is chosen; returning false stops early.
-    public func generate(
-        prompt: [Int32], maxTokens: Int, sampler: inout Sampler, stopAt isEndOfGeneration: (Int32) -> Bool,
-        onToken: (Int32) -> Bool = { _ in true }
-    ) throws(GenerationError) -> GenerationResult {
+    /// The start of every generation loop: checks the prompt, empties the cache and prefills it.
+    /// Returns the result so far (prompt tokens, prefill time) and when the prefill ended.
+    func begin(prompt: [Int32]) throws(GenerationError) -> (GenerationResult, DispatchTime) {
         guard !prompt.isEmpty else { throw .emptyPrompt }
         guard prompt.count < model.contextLength else {
             throw .promptTooLong(tokens: prompt.count, context: model.contextLength)
@@ -105,6 +102,16 @@ public final class Generator {
         do { try prefill(prompt) } catch { throw .model(error) }
         let prefillEnd = DispatchTime.now()
         result.prefillSeconds = seconds(start, prefillEnd)
+        return (result, prefillEnd)
+    }
+
+    /// Generates up to `maxTokens` tokens after `prompt` (the cache is reset first). `onToken`
+    /// sees each token as it is chosen; returning false stops early.
+    public func generate(
+        prompt: [Int32], maxTokens: Int, sampler: inout Sampler, stopAt isEndOfGeneration: (Int32) -> Bool,
+        onToken: (Int32) -> Bool = { _ in true }
+    ) throws(GenerationError) -> GenerationResult {
+        var (result, prefillEnd) = try begin(prompt: prompt)
         result.finishReason = .length
         let savedProfile = model.profile
         if let decodeProfile { model.profile = decodeProfile }

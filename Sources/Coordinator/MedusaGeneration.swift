@@ -73,18 +73,8 @@ public final class MedusaGenerator {
         prompt: [Int32], maxTokens: Int, sampler: inout Sampler, stopAt isEndOfGeneration: (Int32) -> Bool,
         onToken: (Int32) -> Bool = { _ in true }
     ) throws(GenerationError) -> GenerationResult {
-        guard !prompt.isEmpty else { throw .emptyPrompt }
-        guard prompt.count < model.contextLength else {
-            throw .promptTooLong(tokens: prompt.count, context: model.contextLength)
-        }
-        model.cache.reset()
-        var result = GenerationResult()
-        result.promptTokens = prompt.count
+        var (result, prefillEnd) = try plain.begin(prompt: prompt)
         var stats = MedusaStats(depth: tree.depth)
-        let start = DispatchTime.now()
-        do { try plain.prefill(prompt) } catch { throw .model(error) }
-        let prefillEnd = DispatchTime.now()
-        result.prefillSeconds = seconds(start, prefillEnd)
         let savedProfile = model.profile
         if let decodeProfile { model.profile = decodeProfile }
         defer { model.profile = savedProfile }
