@@ -184,11 +184,16 @@ struct TrainHeadsCommand: ParsableCommand {
         let start = Date()
         let firstStep = trainer.step
         var recent: [BatchStatistics] = []
+        var order: [Int] = [], orderEpoch = -1
         while trainer.step < configuration.totalSteps {
             let epoch = trainer.step / stepsPerEpoch
-            // The epoch's order: a shuffle seeded by --seed and the epoch, so a resumed run replays it.
-            var rng = SeededGenerator(seed: seed &+ 0x9E37 &* UInt64(epoch + 1))
-            let order = trainRows.shuffled(using: &rng)
+            // The epoch's order: a shuffle seeded by --seed and the epoch, so a resumed run replays
+            // it; made once per epoch.
+            if orderEpoch != epoch {
+                var rng = SeededGenerator(seed: seed &+ 0x9E37 &* UInt64(epoch + 1))
+                order = trainRows.shuffled(using: &rng)
+                orderEpoch = epoch
+            }
             let offset = (trainer.step % stepsPerEpoch) * batch
             let stats = try trainer.train(makeBatch(order[offset..<min(order.count, offset + batch)]))
             recent.append(stats)
