@@ -40,9 +40,13 @@ struct ShardLayoutTests {
     @Test("step plans survive encoding, short and long")
     func planRoundTrip() throws {
         var mask = TreeMask(parents: [-1, 0, 0, 1, 2])
-        let small = StepPlan(kind: .forward, cacheOps: [.reset, .commit(count: 3), .commitKept([0, 2]), .truncate(to: 1)],
+        let ops: [KVCache.Operation] = [.reset, .commit(count: 3), .commitKept([0, 2]), .truncate(to: 1)]
+        let small = StepPlan(kind: .forward, cacheOps: ops.enumerated().map { .init(sequence: $0.offset % 2, operation: $0.element) },
                              tokens: [5, 6, 7, 8, 9], positions: [3, 4, 4, 5, 5], mask: mask)
         #expect(try StepPlan.decode(small.encode()) == small)
+        let batched = StepPlan(kind: .forward, tokens: [5, 6, 7, 8, 9], positions: [3, 4, 4, 9, 10], mask: mask,
+                               segments: [StepSegment(sequence: 2, count: 3), StepSegment(sequence: 0, count: 2)])
+        #expect(try StepPlan.decode(batched.encode()) == batched)
         let n = 300
         mask = TreeMask.causal(n)
         let long = StepPlan(kind: .forward, tokens: (0..<n).map { Int32($0) }, positions: (0..<n).map { Int32($0 + 7) }, mask: mask)
@@ -50,7 +54,7 @@ struct ShardLayoutTests {
         #expect(try StepPlan.decode(long.encode()) == long)
         #expect(try StepPlan.decode(StepPlan(kind: .shutdown).encode()).kind == .shutdown)
         var corrupt = small.encode()
-        corrupt[5] += 1
+        corrupt[6] += 1
         #expect(throws: PlanError.self) { try StepPlan.decode(corrupt) }
     }
 }
