@@ -19,6 +19,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
     ],
     targets: [
         // System libraries, found through pkg-config.
@@ -40,7 +41,10 @@ let package = Package(
         // Tokenizer, chat templates, generation loops on rank 0.
         .target(
             name: "Coordinator",
-            dependencies: ["Worker", "Medusa", "Collectives", .product(name: "Crypto", package: "swift-crypto")]),
+            dependencies: [
+                "Worker", "Medusa", "Collectives", .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ]),
         .executableTarget(
             name: "medusa-worker",
             dependencies: [

@@ -17,8 +17,9 @@ public final class LoadedModel {
 
     /// Opens the model and builds this rank's part of it (`communicator`: the tensor-parallel
     /// group; by default the group of one).
+    /// `sequences`: how many sequences may share a step (a server's batch), each with its own cache.
     public init(
-        path: String, contextLength: Int, threads: Int, chatTemplate override: ChatTemplate? = nil,
+        path: String, contextLength: Int, threads: Int, sequences: Int = 1, chatTemplate override: ChatTemplate? = nil,
         communicator: any Communicator = SingleProcessCommunicator()
     ) throws {
         self.path = path
@@ -26,14 +27,15 @@ public final class LoadedModel {
         switch try ModelSource(path: path) {
         case .gguf(let file):
             let gguf = try GGUFFile(path: file)
-            model = try LlamaModel(gguf: gguf, contextLength: contextLength, threads: threads, communicator: communicator)
+            model = try LlamaModel(gguf: gguf, contextLength: contextLength, threads: threads, sequences: sequences,
+                                   communicator: communicator)
             tokenizer = try Tokenizer(gguf: gguf)
             tokens = (file, "tokenizer.ggml.tokens")
         case .huggingFace(let directory):
             let checkpoint = try HuggingFaceCheckpoint(directory: directory)
             model = try LlamaModel(
                 config: checkpoint.config, weights: checkpoint.weights, contextLength: contextLength, threads: threads,
-                communicator: communicator)
+                sequences: sequences, communicator: communicator)
             tokenizer = try Tokenizer(huggingFaceDirectory: directory)
             tokens = ((directory as NSString).appendingPathComponent("tokenizer.json"), "model.vocab")
         }

@@ -46,14 +46,16 @@ struct RankGroup {
 
     /// Loads this rank's part of the model. On ranks other than 0 it then serves rank 0's steps
     /// until the end of the group, reports its peak memory, and exits: only rank 0 returns.
-    func loadModel(_ options: ModelOptions, chatTemplate: ChatTemplate? = nil) throws -> LoadedModel {
+    func loadModel(_ options: ModelOptions, sequences: Int = 1, chatTemplate: ChatTemplate? = nil) throws -> LoadedModel {
         try loadModel(path: options.modelPath, contextLength: options.ctx, threads: options.threadCount,
-                      chatTemplate: chatTemplate)
+                      sequences: sequences, chatTemplate: chatTemplate)
     }
 
-    func loadModel(path: String, contextLength: Int, threads: Int, chatTemplate: ChatTemplate? = nil) throws -> LoadedModel {
+    func loadModel(
+        path: String, contextLength: Int, threads: Int, sequences: Int = 1, chatTemplate: ChatTemplate? = nil
+    ) throws -> LoadedModel {
         let loaded = try LoadedModel(
-            path: path, contextLength: contextLength, threads: threads, chatTemplate: chatTemplate,
+            path: path, contextLength: contextLength, threads: threads, sequences: sequences, chatTemplate: chatTemplate,
             communicator: communicator)
         if !isCoordinator {
             do {

@@ -156,6 +156,8 @@ public final class LlamaModel: @unchecked Sendable {
             }
             switch plan.kind {
             case .shutdown: return
+            case .synchronize:
+                do { try communicator.barrier() } catch { throw .collective(error.description) }
             case .forward:
                 try plan.tokens.withUnsafeBufferPointer { t throws(ModelError) in
                     try plan.positions.withUnsafeBufferPointer { p throws(ModelError) in
@@ -165,6 +167,16 @@ public final class LlamaModel: @unchecked Sendable {
                 }
             }
         }
+    }
+
+    /// Rank 0: returns once every rank has loaded its shard and is serving (a server reports ready
+    /// only then). Does nothing on a group of one.
+    public func synchronizeGroup() throws(ModelError) {
+        guard communicator.rank == 0, communicator.size > 1 else { return }
+        do {
+            try StepPlan(kind: .synchronize).broadcast(communicator)
+            try communicator.barrier()
+        } catch { throw .collective(error.description) }
     }
 
     /// Rank 0: tells every other rank to leave `serve`. Does nothing on a group of one.

@@ -8,6 +8,8 @@ public struct StepPlan: Sendable, Equatable {
         case forward = 1
         /// Ends `LlamaModel.serve` on every rank.
         case shutdown = 2
+        /// Every rank answers with a barrier (`LlamaModel.synchronizeGroup`).
+        case synchronize = 3
     }
 
     /// A change to one sequence's cache.
