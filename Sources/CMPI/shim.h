@@ -22,5 +22,7 @@ static inline int cmpi_max_library_version_string(void) { return MPI_MAX_LIBRARY
 // holds this rank's input and gets the result".
 static inline void *cmpi_in_place(void) { return MPI_IN_PLACE; }
 static inline MPI_Datatype cmpi_datatype_null(void) { return MPI_DATATYPE_NULL; }
+// `MPI_STATUS_IGNORE` is `(MPI_Status *) 0`.
+static inline MPI_Status *cmpi_status_ignore(void) { return MPI_STATUS_IGNORE; }
 
 #endif

@@ -30,6 +30,10 @@ public protocol Communicator: AnyObject, Sendable {
     /// `receive` must hold at least `size * send.count` bytes (bytes after that are untouched); on
     /// the other ranks it is not used and may be empty.
     func gather(_ send: UnsafeRawBufferPointer, into receive: UnsafeMutableRawBufferPointer, root: Int) throws(CollectiveError)
+    /// `broadcast` for a message that may be long in coming (a server's next step): ranks other
+    /// than `root` wait without keeping a core busy. The same byte count on every rank; every rank
+    /// must use this call (not `broadcast`) for the same message.
+    func broadcastWaiting(_ buffer: UnsafeMutableRawBufferPointer, root: Int) throws(CollectiveError)
     /// Blocks until every rank has called it.
     func barrier() throws(CollectiveError)
     /// Ends every rank of the job with `code` (use a non-zero code: it becomes the job's exit
@@ -159,6 +163,10 @@ public final class SingleProcessCommunicator: Communicator {
         }
         guard let source = send.baseAddress, let destination = receive.baseAddress, send.count > 0 else { return }
         destination.copyMemory(from: source, byteCount: send.count)
+    }
+
+    public func broadcastWaiting(_ buffer: UnsafeMutableRawBufferPointer, root: Int) throws(CollectiveError) {
+        try broadcast(buffer, root: root)
     }
 
     public func barrier() throws(CollectiveError) {

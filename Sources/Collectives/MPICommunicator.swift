@@ -111,6 +111,45 @@ public final class MPICommunicator: Communicator {
         }
     }
 
+    /// `MPI_Ibcast`, then: the root waits (`MPI_Wait`); the others poll (`MPI_Test`), spinning for
+    /// the first 2 ms (steps follow each other within that) and then sleeping between polls,
+    /// 100 us at first and 1 ms after 50 ms of quiet. A blocking `MPI_Bcast` would spin a core at
+    /// 100% for as long as an idle server waits for its next request.
+    public func broadcastWaiting(_ buffer: UnsafeMutableRawBufferPointer, root: Int) throws(CollectiveError) {
+        let operation = "broadcastWaiting"
+        try checkUsable(operation)
+        guard buffer.count <= maximumCountPerCall else {
+            throw .usage(operation, "\(buffer.count) bytes exceed one call's limit of \(maximumCountPerCall)")
+        }
+        var placeholder: UInt8 = 0
+        try withUnsafeMutablePointer(to: &placeholder) { (empty) throws(CollectiveError) in
+            let base = buffer.baseAddress ?? UnsafeMutableRawPointer(empty)
+            var request: MPI_Request? = nil
+            try Self.check(MPI_Ibcast(base, Int32(buffer.count), cmpi_byte(), Int32(clamping: root), cmpi_comm_world(), &request),
+                           operation)
+            if rank == root {
+                try Self.check(MPI_Wait(&request, cmpi_status_ignore()), operation)
+                return
+            }
+            let start = Self.monotonicNanoseconds()
+            var done: Int32 = 0
+            while true {
+                try Self.check(MPI_Test(&request, &done, cmpi_status_ignore()), operation)
+                if done != 0 { return }
+                let waited = Self.monotonicNanoseconds() &- start
+                if waited < 2_000_000 { continue }
+                var pause = timespec(tv_sec: 0, tv_nsec: waited < 50_000_000 ? 100_000 : 1_000_000)
+                nanosleep(&pause, nil)
+            }
+        }
+    }
+
+    static func monotonicNanoseconds() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
+    }
+
     public func gather(_ send: UnsafeRawBufferPointer, into receive: UnsafeMutableRawBufferPointer, root: Int) throws(CollectiveError) {
         let operation = "gather"
         try checkUsable(operation)

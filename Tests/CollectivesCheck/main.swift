@@ -223,6 +223,29 @@ func runReport(_ comm: any Communicator) -> Report {
     }
     report.set("broadcast_roots_received", broadcastValues)
 
+    // broadcastWaiting: the root is 80 ms late; the others must get the bytes without spinning
+    // a core all that time (they sleep between polls after the first 2 ms).
+    do {
+        var bytes = (0..<4096).map { rank == 0 ? pattern($0, 5) : 0xEE }
+        func seconds(_ clock: clockid_t) -> Double {
+            var ts = timespec()
+            clock_gettime(clock, &ts)
+            return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+        }
+        if rank == 0 { usleep(80_000) }
+        let cpuBefore = seconds(CLOCK_THREAD_CPUTIME_ID), wallBefore = seconds(CLOCK_MONOTONIC)
+        attempt("broadcastWaiting(4096)") { () throws(CollectiveError) in
+            try bytes.withUnsafeMutableBufferPointer { (b) throws(CollectiveError) in
+                try comm.broadcastWaiting(UnsafeMutableRawBufferPointer(b), root: 0)
+            }
+        }
+        let cpu = seconds(CLOCK_THREAD_CPUTIME_ID) - cpuBefore, wall = seconds(CLOCK_MONOTONIC) - wallBefore
+        report.expect((0..<4096).allSatisfy { bytes[$0] == pattern($0, 5) }, "broadcastWaiting: wrong bytes")
+        if rank != 0 && size > 1 {
+            report.expect(wall < 0.04 || cpu < 0.5 * wall, "broadcastWaiting kept a core busy: \(cpu) s of CPU in \(wall) s")
+        }
+    }
+
     // gather: rank r's block of n bytes is (r, i) -> pattern; root 0 and the last rank collect.
     func block(_ r: Int, _ i: Int) -> UInt8 { UInt8(truncatingIfNeeded: r &* 101 &+ i &* 13 &+ 5) }
     for root in Set([0, size - 1]).sorted() {

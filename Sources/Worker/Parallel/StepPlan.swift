@@ -124,7 +124,9 @@ public struct StepPlan: Sendable, Equatable {
         let total = words.count
         var first = [Int32](repeating: 0, count: Self.inlineWords)
         for k in 0..<min(total, Self.inlineWords) { first[k] = words[k] }
-        try first.withUnsafeMutableBufferPointer { b throws(CollectiveError) in try communicator.broadcast(b, root: 0) }
+        try first.withUnsafeMutableBufferPointer { b throws(CollectiveError) in
+            try communicator.broadcastWaiting(UnsafeMutableRawBufferPointer(b), root: 0)
+        }
         if total > Self.inlineWords {
             try words.withUnsafeMutableBufferPointer { b throws(CollectiveError) in
                 try communicator.broadcast(UnsafeMutableBufferPointer(rebasing: b[Self.inlineWords...]), root: 0)
@@ -136,7 +138,9 @@ public struct StepPlan: Sendable, Equatable {
     static func receive(_ communicator: any Communicator) throws(ModelError) -> StepPlan {
         var first = [Int32](repeating: 0, count: inlineWords)
         do {
-            try first.withUnsafeMutableBufferPointer { b throws(CollectiveError) in try communicator.broadcast(b, root: 0) }
+            try first.withUnsafeMutableBufferPointer { b throws(CollectiveError) in
+                try communicator.broadcastWaiting(UnsafeMutableRawBufferPointer(b), root: 0)
+            }
         } catch { throw .collective(error.description) }
         guard first[0] == magic, first[6] >= 0 else { throw .collective("received a malformed step plan (bad header)") }
         let total = headerWords + Int(first[6])
