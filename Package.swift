@@ -20,6 +20,12 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        // The HTTP server (Coordinator/Server) and what it names of Hummingbird's own dependencies.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
         // System libraries, found through pkg-config.
@@ -38,12 +44,17 @@ let package = Package(
             swiftSettings: simdFlags),
         // Medusa heads, candidate tree, acceptance, and the heads' training.
         .target(name: "Medusa", dependencies: ["Worker", "COpenBLAS"], swiftSettings: simdFlags),
-        // Tokenizer, chat templates, generation loops on rank 0.
+        // Tokenizer, chat templates, generation loops, and the OpenAI-compatible HTTP server on rank 0.
         .target(
             name: "Coordinator",
             dependencies: [
                 "Worker", "Medusa", "Collectives", .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
             ]),
         .executableTarget(
             name: "medusa-worker",
