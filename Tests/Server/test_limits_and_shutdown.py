@@ -5,6 +5,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import threading
 import time
 import urllib.parse
@@ -41,7 +42,17 @@ class EventStream:
             if line.strip():
                 yield line.decode().strip()
 
+    def leave(self):
+        """Ends the connection, as a client that goes away; a thread reading it sees the end of the
+        stream (a bare close() from another thread would not wake it, nor end the connection)."""
+        if self.connection.sock is not None:
+            try:
+                self.connection.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # the server closed it already
+
     def close(self):
+        self.leave()
         self.connection.close()
 
 
@@ -119,41 +130,64 @@ def test_queue_limit_and_disconnect(small_server):
 
 
 def start_stream(s, max_tokens):
-    """Starts a streamed count in a thread; returns (thread, list of received events)."""
+    """Starts a streamed count in a thread; returns (stream, thread, list of received events)."""
     events = []
     stream = EventStream(s, {"model": MODEL_ID, "prompt": COUNTING, "max_tokens": max_tokens, "temperature": 0})
 
     def run():
-        events.extend(stream.lines())
+        try:
+            for line in stream.lines():
+                events.append(line)
+        except OSError:
+            pass  # the test made the client leave
         stream.close()
 
     thread = threading.Thread(target=run)
     thread.start()
     wait_for(lambda: len(events) > 0, what="the stream to start")
-    return thread, events
+    return stream, thread, events
 
 
-def test_sigterm_to_rank0_finishes_requests_and_exits_cleanly():
-    # A grace far longer than the request needs, however loaded the machine: it must run to its end.
+def rank_pids(s):
+    """The pids of the job's ranks (mpirun's children in its session)."""
+    return [int(p) for p in os.popen(f"pgrep -s {s.process.pid} -x medusa-worker").read().split()]
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_to_rank0_finishes_requests_and_exits_cleanly(signal_number):
     s = Server("--ctx", "512", "--shutdown-grace", "120")
-    thread, events = start_stream(s, max_tokens=24)
-    s.terminate_rank0()
-    # While the request in flight finishes, new work is refused.
+    # The other rank ignores both signals (mpirun would end the job if it died).
+    others = [pid for pid in rank_pids(s) if pid != s.rank0_pid]
+    assert len(others) == 1
+    for number in (signal.SIGTERM, signal.SIGINT):
+        os.kill(others[0], number)
+    assert s.post("/v1/completions", {"model": MODEL_ID, "prompt": "Hi", "max_tokens": 2})[0] == 200
+
+    # A long request keeps the server up while the checks run; a short one is in flight.
+    long_stream, long_thread, _ = start_stream(s, max_tokens=400)
+    _, short_thread, short_events = start_stream(s, max_tokens=16)
+    os.kill(s.rank0_pid, signal_number)
+    # New work is refused.
     wait_for(lambda: s.get("/health") == (503, {"status": "shutting down"}), what="/health to say shutting down")
     status, answer = s.post("/v1/completions", {"model": MODEL_ID, "prompt": "Hi", "max_tokens": 2})
     assert status == 503 and answer["error"]["code"] == "shutting_down", answer
-    thread.join(timeout=60)
-    assert events[-1] == "data: [DONE]"
-    assert '"finish_reason":"length"' in events[-2], "the count should run to max_tokens"
-    assert sum(1 for e in events if '"text"' in e) >= 12
+    # The short request runs to its end.
+    short_thread.join(timeout=120)
+    assert short_events[-1] == "data: [DONE]"
+    assert '"finish_reason":"length"' in short_events[-2], "the count should run to max_tokens"
+    assert sum(1 for e in short_events if '"text"' in e) >= 8
+    # The long one's client leaves; then nothing is in flight and every rank exits 0.
+    long_stream.leave()
+    long_thread.join(timeout=60)
     assert s.wait() == 0, s.output()
-    assert "serve: SIGTERM" in s.output() and "serve: stopped" in s.output()
+    name = signal.Signals(signal_number).name
+    assert f"serve: {name}" in s.output() and "serve: stopped" in s.output(), s.output()
 
 
 def test_shutdown_grace_cuts_long_requests():
     """A request that cannot finish within --shutdown-grace is ended with finish_reason length."""
     s = Server("--ctx", "512", "--shutdown-grace", "0.5")
-    thread, events = start_stream(s, max_tokens=400)
+    _, thread, events = start_stream(s, max_tokens=400)
     s.terminate_rank0()
     thread.join(timeout=60)
     assert events[-1] == "data: [DONE]" and '"finish_reason":"length"' in events[-2]
@@ -165,9 +199,9 @@ def test_sigterm_to_mpirun_ends_the_whole_job():
     rank, kills what is left of them a second later (odls_base_sigkill_timeout) and exits 1,
     whatever the ranks do. Rank 0 starts its shutdown on the passed-on signal and the others ignore
     it; the job must end promptly and leave no rank behind. (A clean stop, exit status 0, is a
-    SIGTERM to rank 0: see the test above.)"""
+    signal to rank 0: see the tests above.)"""
     s = Server("--ctx", "256")
-    ranks = [int(p) for p in os.popen(f"pgrep -s {s.process.pid} -x medusa-worker").read().split()]
+    ranks = rank_pids(s)
     assert s.rank0_pid in ranks and len(ranks) == 2
     s.process.send_signal(signal.SIGTERM)
     s.wait(timeout=30)
