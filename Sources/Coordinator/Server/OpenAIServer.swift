@@ -105,8 +105,6 @@ public final class OpenAIServer: Sendable {
         finished.wait()
     }
 
-    var isShuttingDown: Bool { state.isShuttingDown }
-
     // MARK: - Routes
 
     func makeRouter() -> Router<BasicRequestContext> {
@@ -162,8 +160,8 @@ public final class OpenAIServer: Sendable {
         }
     }
 
-    func json(_ value: some Encodable, status: HTTPResponse.Status = .ok) throws -> Response {
-        Response(status: status, headers: [.contentType: "application/json"],
+    func json(_ value: some Encodable) throws -> Response {
+        Response(status: .ok, headers: [.contentType: "application/json"],
                  body: .init(byteBuffer: ByteBuffer(data: try JSONEncoder.api.encode(value))))
     }
 
@@ -236,11 +234,15 @@ struct ModelList: Encodable {
         var id: String
         var object = "model"
         var created: Int
-        var owned_by = "medusa-tp"
+        var ownedBy = "medusa-tp"
 
         init(id: String, created: Int) {
             self.id = id
             self.created = created
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case id, object, created, ownedBy = "owned_by"
         }
     }
 
