@@ -114,6 +114,7 @@ import Worker
         }
     }
 
+    /// Prompts join in chunks of 48 (the step limit) or 7 (the chunk while others decode).
     @Test("six requests over four slots, plain and Medusa: each answer is the one it gets alone")
     func batchedEqualsSolo() async throws {
         let path = try Self.syntheticPath()
@@ -123,7 +124,7 @@ import Worker
             let tree = try CandidateTree(choices: [[0], [1], [2], [0, 0], [1, 0], [0, 1], [0, 0, 0]])
             let setup = try useMedusa ? MedusaSetup(source: MedusaHeads(weights: heads, model: model), tree: tree) : nil
             let engine = try BatchEngine(model: model, tokenizer: tokenizer, medusa: setup,
-                                         configuration: .init(maxSequences: 4, maxQueued: 8))
+                                         configuration: .init(maxSequences: 4, maxQueued: 8, prefillChunk: useMedusa ? 7 : 64))
             let running = Running(engine)
             // Greedy requests, plus two seeded sampled ones on the plain engine.
             var requests = Self.prompts.enumerated().map { k, p in

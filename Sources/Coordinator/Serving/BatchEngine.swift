@@ -93,10 +93,15 @@ public final class BatchEngine: @unchecked Sendable {
         public var maxSequences: Int
         /// Requests that may wait for a slot; beyond it `submit` refuses with `.queueFull`.
         public var maxQueued: Int
+        /// Prompt tokens one step takes while other sequences are decoding: a long prompt then
+        /// joins over several steps instead of stalling everyone's next token for a whole prefill.
+        /// Alone, a prompt goes in steps as large as the model allows.
+        public var prefillChunk: Int
 
-        public init(maxSequences: Int = 8, maxQueued: Int = 64) {
+        public init(maxSequences: Int = 8, maxQueued: Int = 64, prefillChunk: Int = 64) {
             self.maxSequences = maxSequences
             self.maxQueued = maxQueued
+            self.prefillChunk = prefillChunk
         }
     }
 
@@ -123,8 +128,8 @@ public final class BatchEngine: @unchecked Sendable {
 
     public init(model: LlamaModel, tokenizer: Tokenizer, medusa: MedusaSetup? = nil,
                 configuration: Configuration = .init()) throws {
-        guard configuration.maxSequences >= 1, configuration.maxQueued >= 0 else {
-            throw EngineSetupError("--max-sequences must be at least 1 and the queue length at least 0")
+        guard configuration.maxSequences >= 1, configuration.maxQueued >= 0, configuration.prefillChunk >= 1 else {
+            throw EngineSetupError("--max-sequences and the prefill chunk must be at least 1, the queue length at least 0")
         }
         guard model.caches.count >= configuration.maxSequences else {
             throw EngineSetupError("the model has \(model.caches.count) sequence caches but the engine needs \(configuration.maxSequences)")
@@ -296,6 +301,8 @@ public final class BatchEngine: @unchecked Sendable {
 
     private func step() throws {
         let budget = model.maxStepTokens
+        let anyDecoding = slots.contains { $0?.isDecoding == true }
+        var prefillRoom = anyDecoding ? configuration.prefillChunk : budget
         var tokens: [Int32] = []
         var positions: [Int32] = []
         var segments: [StepSegment] = []
@@ -310,7 +317,9 @@ public final class BatchEngine: @unchecked Sendable {
                 let cache = model.caches[i]
                 let start = tokens.count
                 if !decoding {
-                    let n = min(room, s.promptLeft.count)
+                    let n = min(room, prefillRoom, s.promptLeft.count)
+                    guard n > 0 else { break }
+                    prefillRoom -= n
                     tokens += s.promptLeft.prefix(n)
                     positions += (0..<n).map { Int32(cache.committed + $0) }
                     masks.append((start, .causal(n)))
