@@ -158,6 +158,33 @@ import Worker
         }
     }
 
+    @Test("a batch job records each token with the hidden state that chose it, as Generator does alone")
+    func recordsHiddenStates() throws {
+        let path = try Self.syntheticPath()
+        let (model, tokenizer) = try Self.open(path, sequences: 3)
+        let engine = try BatchEngine(model: model, tokenizer: tokenizer, configuration: .init(maxSequences: 3, maxQueued: 8))
+        var recorded: [Int: ([Int32], [Float])] = [:]
+        engine.onSequenceEnd = { request, tokens, hidden in recorded[request.tag] = (tokens, hidden) }
+        let streams = try Self.prompts.indices.map { k in
+            try engine.submit(CompletionRequest(prompt: Self.prompts[k], maxTokens: 30, sampling: .init(temperature: 0.8, topK: 0, topP: 1),
+                                                seed: UInt64(k), tag: k, recordsHiddenStates: true))
+        }
+        // A dropped stream cancels its request: keep them until the run ends.
+        try withExtendedLifetime(streams) { try Self.onThread { try engine.run(untilIdle: true) } }
+        #expect(recorded.count == Self.prompts.count)
+        let (single, _) = try Self.open(path, sequences: 1)
+        for (k, prompt) in Self.prompts.enumerated() {
+            let alone = try Self.onThread {
+                var sampler = Sampler(parameters: .init(temperature: 0.8, topK: 0, topP: 1), seed: UInt64(k))
+                return try Generator(model: single).generateWithHiddenStates(
+                    prompt: prompt, maxTokens: 30, sampler: &sampler, stopAt: tokenizer.isEndOfGeneration)
+            }
+            let got = try #require(recorded[k])
+            #expect(got.0 == alone.tokens, "prompt \(k)")
+            #expect(got.1 == alone.hidden, "prompt \(k): the hidden states are bit-identical")
+        }
+    }
+
     @Test("a stop string ends the answer before it, even when it spans tokens")
     func stopStrings() async throws {
         let path = try Self.syntheticPath()
