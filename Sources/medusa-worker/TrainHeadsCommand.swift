@@ -21,7 +21,7 @@ struct TrainHeadsCommand: ParsableCommand {
             interrupted run, a second epoch or a resumed run never regenerates). 2. Training: head k learns the token \
             k + 2 places after each row's position (loss sum_k 0.8^k CE_k), AdamW with linear warm-up and cosine decay, \
             gradient clipping, checkpoints in OUT/checkpoint.safetensors (every --checkpoint-every steps, at each epoch's \
-            end, and on Ctrl-C). Every 20th answer is held out to report accuracy. 3. Output: OUT/medusa_heads.safetensors \
+            end, and on Ctrl-C). The answers to every 20th prompt are held out to report accuracy. 3. Output: OUT/medusa_heads.safetensors \
             (this project's heads format) and OUT/config.json (base model and its sha256, prompts, command, accuracies).
             """)
 
@@ -50,6 +50,9 @@ struct TrainHeadsCommand: ParsableCommand {
 
     @Option(help: "Sampling temperature of the answers (0: greedy, the setting Medusa's greedy decoding uses).")
     var temperature: Float = 0
+
+    @Option(help: "Answers generated together, sharing each forward (continuous batching, as `serve` does).")
+    var parallel: Int = 8
 
     @Option(help: "Passes over the training rows.")
     var epochs: Int = 1
@@ -81,6 +84,7 @@ struct TrainHeadsCommand: ParsableCommand {
         guard layers >= 1 && layers <= 8 else { throw ValidationError("--layers must be between 1 and 8, got \(layers)") }
         if let samples, samples < 1 { throw ValidationError("--samples must be at least 1, got \(samples)") }
         guard maxTokens >= 2 else { throw ValidationError("--max-tokens must be at least 2, got \(maxTokens)") }
+        guard parallel >= 1 && parallel <= 64 else { throw ValidationError("--parallel must be between 1 and 64, got \(parallel)") }
         guard temperature >= 0, temperature.isFinite else { throw ValidationError("--temperature must be >= 0, got \(temperature)") }
         guard epochs >= 1 else { throw ValidationError("--epochs must be at least 1, got \(epochs)") }
         guard lr > 0, lr.isFinite else { throw ValidationError("--lr must be positive, got \(lr)") }
@@ -92,7 +96,7 @@ struct TrainHeadsCommand: ParsableCommand {
     func run() throws {
         let group = RankGroup.join()
         try group.run {
-            let loaded = try group.loadModel(modelOptions)
+            let loaded = try group.loadModel(modelOptions, sequences: parallel)
             let promptsFile = try prompts ?? BenchPrompts.findDefault(BenchPrompts.trainingRelativePath)
             let texts = try BenchPrompts.load(path: promptsFile, limit: samples ?? Int.max)
             try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
@@ -115,34 +119,50 @@ struct TrainHeadsCommand: ParsableCommand {
         }
     }
 
-    /// Answers every prompt the data does not hold yet.
+    /// Answers every prompt the data does not hold yet, `--parallel` at a time (each answer is the
+    /// one the prompt gets alone: the engine's steps are batch invariant); each is appended as it ends.
     private func distill(_ loaded: LoadedModel, texts: [String], into data: DistillationSet) throws {
-        let generator = Generator(model: loaded.model)
         let tokenizer = loaded.tokenizer
         let todo = texts.indices.filter { !data.answeredPrompts.contains($0) }
         guard !todo.isEmpty else {
             progress("[data] \(data.answers.count) answers, \(data.rowCount) rows already in \(data.directory)\n")
             return
         }
-        let start = Date()
-        var made = 0
-        for (n, index) in todo.enumerated() {
+        let engine = try BatchEngine(model: loaded.model, tokenizer: tokenizer,
+                                     configuration: .init(maxSequences: parallel, maxQueued: todo.count))
+        var streams: [AsyncStream<CompletionEvent>] = []  // kept: a dropped stream cancels its request
+        for index in todo {
             let tokens = loaded.userMessageTokens(texts[index])
             guard tokens.count + 2 < loaded.model.contextLength else {
                 progress("[data] prompt \(index + 1) skipped: \(tokens.count) tokens do not fit --ctx \(loaded.model.contextLength)\n")
                 continue
             }
-            var sampler = Sampler(parameters: SamplingParameters(temperature: temperature), seed: seed &+ UInt64(index))
-            let answer = try generator.generateWithHiddenStates(
-                prompt: tokens, maxTokens: maxTokens, sampler: &sampler, stopAt: { tokenizer.isEndOfGeneration($0) })
-            try data.append(prompt: index, hidden: answer.hidden, tokens: answer.tokens)
-            made += answer.tokens.count
+            let request = CompletionRequest(
+                prompt: tokens, maxTokens: min(maxTokens, loaded.model.contextLength - tokens.count),
+                sampling: SamplingParameters(temperature: temperature), seed: seed &+ UInt64(index), tag: index,
+                recordsHiddenStates: true)
+            streams.append(try engine.submit(request))
+        }
+        let start = Date()
+        var made = 0, done = 0
+        var failure: (any Error)?
+        engine.onSequenceEnd = { request, tokens, hidden in
+            guard failure == nil else { return }
+            do { try data.append(prompt: request.tag, hidden: hidden, tokens: tokens) } catch {
+                failure = error
+                engine.shutdown(grace: 0)
+                return
+            }
+            made += tokens.count
+            done += 1
             let elapsed = Date().timeIntervalSince(start)
-            let eta = elapsed / Double(n + 1) * Double(todo.count - n - 1)
-            progress(String(format: "\r[data] %d/%d answers, %d rows, %.1f tok/s, ETA %@   ", n + 1, todo.count,
+            let eta = elapsed / Double(done) * Double(streams.count - done)
+            progress(String(format: "\r[data] %d/%d answers, %d rows, %.1f tok/s, ETA %@   ", done, streams.count,
                             data.rowCount, Double(made) / elapsed, Self.duration(eta)))
         }
+        try withExtendedLifetime(streams) { try engine.run(untilIdle: true) }
         progress("\n")
+        if let failure { throw failure }
     }
 
     private func train(
@@ -152,11 +172,12 @@ struct TrainHeadsCommand: ParsableCommand {
         let (hidden, tokens) = try data.load()
         let targets = data.targets(tokens: tokens, heads: heads)
         let h = loaded.model.config.hiddenSize
-        // Every 20th answer is held out for the accuracies reported at the end.
+        // The answers to every 20th prompt are held out for the accuracies reported at the end
+        // (by prompt, not by position: answers are stored in the order they finish).
         var trainRows: [Int] = [], heldOutRows: [Int] = []
-        for (i, answer) in data.answers.enumerated() {
+        for answer in data.answers {
             let rows = answer.start..<(answer.start + answer.count)
-            if i % 20 == 19 { heldOutRows += rows } else { trainRows += rows }
+            if answer.prompt % 20 == 19 { heldOutRows += rows } else { trainRows += rows }
         }
         guard !trainRows.isEmpty else { throw CommandError("no training rows: the answers are empty") }
         let stepsPerEpoch = (trainRows.count + batch - 1) / batch

@@ -114,6 +114,7 @@ import Worker
         }
     }
 
+    /// Prompts join in chunks of 48 (the step limit) or 7 (the chunk while others decode).
     @Test("six requests over four slots, plain and Medusa: each answer is the one it gets alone")
     func batchedEqualsSolo() async throws {
         let path = try Self.syntheticPath()
@@ -123,7 +124,7 @@ import Worker
             let tree = try CandidateTree(choices: [[0], [1], [2], [0, 0], [1, 0], [0, 1], [0, 0, 0]])
             let setup = try useMedusa ? MedusaSetup(source: MedusaHeads(weights: heads, model: model), tree: tree) : nil
             let engine = try BatchEngine(model: model, tokenizer: tokenizer, medusa: setup,
-                                         configuration: .init(maxSequences: 4, maxQueued: 8))
+                                         configuration: .init(maxSequences: 4, maxQueued: 8, prefillChunk: useMedusa ? 7 : 64))
             let running = Running(engine)
             // Greedy requests, plus two seeded sampled ones on the plain engine.
             var requests = Self.prompts.enumerated().map { k, p in
@@ -154,6 +155,33 @@ import Worker
                 #expect(outcome.promptTokens == request.prompt.count)
                 if useMedusa && !alone.tokens.isEmpty { #expect(outcome.steps <= alone.tokens.count) }
             }
+        }
+    }
+
+    @Test("a batch job records each token with the hidden state that chose it, as Generator does alone")
+    func recordsHiddenStates() throws {
+        let path = try Self.syntheticPath()
+        let (model, tokenizer) = try Self.open(path, sequences: 3)
+        let engine = try BatchEngine(model: model, tokenizer: tokenizer, configuration: .init(maxSequences: 3, maxQueued: 8))
+        var recorded: [Int: ([Int32], [Float])] = [:]
+        engine.onSequenceEnd = { request, tokens, hidden in recorded[request.tag] = (tokens, hidden) }
+        let streams = try Self.prompts.indices.map { k in
+            try engine.submit(CompletionRequest(prompt: Self.prompts[k], maxTokens: 30, sampling: .init(temperature: 0.8, topK: 0, topP: 1),
+                                                seed: UInt64(k), tag: k, recordsHiddenStates: true))
+        }
+        // A dropped stream cancels its request: keep them until the run ends.
+        try withExtendedLifetime(streams) { try Self.onThread { try engine.run(untilIdle: true) } }
+        #expect(recorded.count == Self.prompts.count)
+        let (single, _) = try Self.open(path, sequences: 1)
+        for (k, prompt) in Self.prompts.enumerated() {
+            let alone = try Self.onThread {
+                var sampler = Sampler(parameters: .init(temperature: 0.8, topK: 0, topP: 1), seed: UInt64(k))
+                return try Generator(model: single).generateWithHiddenStates(
+                    prompt: prompt, maxTokens: 30, sampler: &sampler, stopAt: tokenizer.isEndOfGeneration)
+            }
+            let got = try #require(recorded[k])
+            #expect(got.0 == alone.tokens, "prompt \(k)")
+            #expect(got.1 == alone.hidden, "prompt \(k): the hidden states are bit-identical")
         }
     }
 

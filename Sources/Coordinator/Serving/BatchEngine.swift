@@ -13,13 +13,22 @@ public struct CompletionRequest: Sendable {
     public var seed: UInt64
     /// Stop strings: generation ends before the first occurrence of any (finish reason `stop`).
     public var stop: [String]
+    /// The caller's number for this request (batch jobs: the prompt's index); the engine only passes it on.
+    public var tag: Int
+    /// Batch jobs (self-distillation): keep every chosen token, the end-of-generation one included,
+    /// with the final-normed hidden state whose logits chose it, for `BatchEngine.onSequenceEnd`.
+    /// Plain decoding only (an engine with Medusa refuses it).
+    public var recordsHiddenStates: Bool
 
-    public init(prompt: [Int32], maxTokens: Int?, sampling: SamplingParameters, seed: UInt64 = 0, stop: [String] = []) {
+    public init(prompt: [Int32], maxTokens: Int?, sampling: SamplingParameters, seed: UInt64 = 0, stop: [String] = [],
+                tag: Int = 0, recordsHiddenStates: Bool = false) {
         self.prompt = prompt
         self.maxTokens = maxTokens
         self.sampling = sampling
         self.seed = seed
         self.stop = stop
+        self.tag = tag
+        self.recordsHiddenStates = recordsHiddenStates
     }
 }
 
@@ -93,10 +102,15 @@ public final class BatchEngine: @unchecked Sendable {
         public var maxSequences: Int
         /// Requests that may wait for a slot; beyond it `submit` refuses with `.queueFull`.
         public var maxQueued: Int
+        /// Prompt tokens one step takes while other sequences are decoding: a long prompt then
+        /// joins over several steps instead of stalling everyone's next token for a whole prefill.
+        /// Alone, a prompt goes in steps as large as the model allows.
+        public var prefillChunk: Int
 
-        public init(maxSequences: Int = 8, maxQueued: Int = 64) {
+        public init(maxSequences: Int = 8, maxQueued: Int = 64, prefillChunk: Int = 64) {
             self.maxSequences = maxSequences
             self.maxQueued = maxQueued
+            self.prefillChunk = prefillChunk
         }
     }
 
@@ -104,6 +118,10 @@ public final class BatchEngine: @unchecked Sendable {
     public let tokenizer: Tokenizer
     public let medusa: MedusaSetup?
     public let configuration: Configuration
+    /// Called on the engine thread when a request that `recordsHiddenStates` ends (not when its
+    /// client abandoned it): the request, its tokens (with the end-of-generation token when one
+    /// ended it) and their hidden states [tokens, hidden].
+    public var onSequenceEnd: ((CompletionRequest, [Int32], [Float]) -> Void)?
 
     private let lock = NSCondition()
     private var queue: [Waiting] = []            // shared
@@ -123,8 +141,8 @@ public final class BatchEngine: @unchecked Sendable {
 
     public init(model: LlamaModel, tokenizer: Tokenizer, medusa: MedusaSetup? = nil,
                 configuration: Configuration = .init()) throws {
-        guard configuration.maxSequences >= 1, configuration.maxQueued >= 0 else {
-            throw EngineSetupError("--max-sequences must be at least 1 and the queue length at least 0")
+        guard configuration.maxSequences >= 1, configuration.maxQueued >= 0, configuration.prefillChunk >= 1 else {
+            throw EngineSetupError("--max-sequences and the prefill chunk must be at least 1, the queue length at least 0")
         }
         guard model.caches.count >= configuration.maxSequences else {
             throw EngineSetupError("the model has \(model.caches.count) sequence caches but the engine needs \(configuration.maxSequences)")
@@ -153,6 +171,7 @@ public final class BatchEngine: @unchecked Sendable {
     /// Checks and queues a request; thread-safe. The stream yields its text and then its outcome.
     /// When the consumer drops the stream (a client gone), the sequence is freed at the next step.
     public func submit(_ request: CompletionRequest) throws(EngineRejection) -> AsyncStream<CompletionEvent> {
+        precondition(!(request.recordsHiddenStates && medusa != nil), "hidden states are recorded with plain decoding only")
         let context = model.contextLength
         guard !request.prompt.isEmpty else { throw .emptyPrompt }
         guard request.prompt.count < context else { throw .promptTooLong(tokens: request.prompt.count, context: context) }
@@ -194,14 +213,16 @@ public final class BatchEngine: @unchecked Sendable {
     }
 
     /// Rank 0's engine loop, on the thread that makes the MPI calls: synchronises with every rank,
-    /// then runs steps until `shutdown` and everything in flight has ended. Does not end the group.
-    public func run() throws {
+    /// then runs steps until `shutdown` and everything in flight has ended (with `untilIdle`, as
+    /// soon as nothing is queued or running: a batch job submits everything first). Does not end
+    /// the group.
+    public func run(untilIdle: Bool = false) throws {
         try model.synchronizeGroup()
         lock.withLock { ready = true }
         model.profile = profile
         defer { model.profile = nil }
         while true {
-            guard let deadline = admit() else { break }
+            guard let deadline = admit(untilIdle: untilIdle) else { break }
             if let deadline, Self.now() >= deadline {
                 cancelEverything()
                 break
@@ -220,7 +241,7 @@ public final class BatchEngine: @unchecked Sendable {
 
     /// Drops abandoned sequences, moves queued requests into free slots, and waits while there is
     /// nothing to do. Returns nil when the loop should end, else the shutdown deadline if any.
-    private func admit() -> Double?? {
+    private func admit(untilIdle: Bool) -> Double?? {
         lock.lock()
         defer { lock.unlock() }
         while true {
@@ -247,7 +268,7 @@ public final class BatchEngine: @unchecked Sendable {
             metrics.active.record(runningCount)
             metrics.queued.record(queue.count)
             if runningCount > 0 { return .some(shutdownDeadline) }
-            if shutdownDeadline != nil { return nil }
+            if shutdownDeadline != nil || untilIdle { return nil }
             lock.wait()
         }
     }
@@ -261,6 +282,7 @@ public final class BatchEngine: @unchecked Sendable {
     private func release(slot: Int, reason: FinishReason?) {
         guard let s = slots[slot] else { return }
         if let reason {
+            if s.request.recordsHiddenStates { onSequenceEnd?(s.request, s.recordedTokens, s.recordedHidden) }
             s.flushText()
             s.continuation.yield(.finished(CompletionOutcome(
                 finishReason: reason, promptTokens: s.request.prompt.count, completionTokens: s.generated.count,
@@ -270,19 +292,23 @@ public final class BatchEngine: @unchecked Sendable {
         slots[slot] = nil
     }
 
+    /// Ends every running and queued request (shutdown's grace is over). Sequences are released
+    /// outside the lock: `onSequenceEnd` may call back into the engine.
     private func cancelEverything() {
-        lock.withLock {
-            for i in slots.indices { release(slot: i, reason: .length) }
-            for waiting in queue {
-                waiting.continuation.yield(.finished(CompletionOutcome(
-                    finishReason: .length, promptTokens: waiting.request.prompt.count, completionTokens: 0, steps: 0)))
-                waiting.continuation.finish()
-            }
+        for i in slots.indices { release(slot: i, reason: .length) }
+        let waiting = lock.withLock {
+            let all = queue
             queue.removeAll()
             runningCount = 0
-            metrics.active.record(0)
-            metrics.queued.record(0)
+            return all
         }
+        for w in waiting {
+            w.continuation.yield(.finished(CompletionOutcome(
+                finishReason: .length, promptTokens: w.request.prompt.count, completionTokens: 0, steps: 0)))
+            w.continuation.finish()
+        }
+        metrics.active.record(0)
+        metrics.queued.record(0)
     }
 
     // MARK: - One collective step
@@ -296,6 +322,8 @@ public final class BatchEngine: @unchecked Sendable {
 
     private func step() throws {
         let budget = model.maxStepTokens
+        let anyDecoding = slots.contains { $0?.isDecoding == true }
+        var prefillRoom = anyDecoding ? configuration.prefillChunk : budget
         var tokens: [Int32] = []
         var positions: [Int32] = []
         var segments: [StepSegment] = []
@@ -310,7 +338,9 @@ public final class BatchEngine: @unchecked Sendable {
                 let cache = model.caches[i]
                 let start = tokens.count
                 if !decoding {
-                    let n = min(room, s.promptLeft.count)
+                    let n = min(room, prefillRoom, s.promptLeft.count)
+                    guard n > 0 else { break }
+                    prefillRoom -= n
                     tokens += s.promptLeft.prefix(n)
                     positions += (0..<n).map { Int32(cache.committed + $0) }
                     masks.append((start, .causal(n)))
@@ -474,6 +504,9 @@ private final class ActiveSequence {
     var steps = 0
     var finishReason = FinishReason.length
     var stoppedByString = false
+    /// With `recordsHiddenStates`: every chosen token and the hidden state that chose it.
+    var recordedTokens: [Int32] = []
+    var recordedHidden: [Float] = []
     private var decoder: StreamingDecoder
     private var text: [UInt8] = []
     private var sent = 0
@@ -497,6 +530,10 @@ private final class ActiveSequence {
     /// Appends a chosen token unless it ends generation; false when the sequence is finished
     /// (`finishReason` says why).
     func emit(_ token: Int32, metrics: EngineMetrics) -> Bool {
+        if request.recordsHiddenStates {
+            recordedTokens.append(token)
+            recordedHidden += hidden
+        }
         if tokenizer.isEndOfGeneration(token) {
             finishReason = .stop
             return false
