@@ -37,6 +37,9 @@ struct ServeCommand: ParsableCommand {
     @Option(help: "Requests that may wait for a free sequence; beyond them the server answers 429.")
     var maxQueued = 64
 
+    @Option(help: "Prompt tokens a joining request puts into each step while others are decoding (a long prompt then does not stall their next token).")
+    var prefillChunk = 64
+
     @Option(help: "Seconds in-flight requests get to finish after SIGTERM/SIGINT; then they end with finish_reason 'length'.")
     var shutdownGrace: Double = 5
 
@@ -49,6 +52,7 @@ struct ServeCommand: ParsableCommand {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be between 0 and 65535, got \(port)") }
         guard (1...256).contains(maxSequences) else { throw ValidationError("--max-sequences must be between 1 and 256, got \(maxSequences)") }
         guard maxQueued >= 0 else { throw ValidationError("--max-queued must be at least 0, got \(maxQueued)") }
+        guard prefillChunk >= 1 else { throw ValidationError("--prefill-chunk must be at least 1, got \(prefillChunk)") }
         guard shutdownGrace >= 0, shutdownGrace.isFinite else {
             throw ValidationError("--shutdown-grace must be a number of seconds >= 0, got \(shutdownGrace)")
         }
@@ -85,7 +89,7 @@ struct ServeCommand: ParsableCommand {
             // Only rank 0 gets here; the other ranks serve steps inside loadModel until the end.
             let engine = try BatchEngine(
                 model: loaded.model, tokenizer: loaded.tokenizer, medusa: medusaOptions.setup(model: loaded.model),
-                configuration: .init(maxSequences: maxSequences, maxQueued: maxQueued))
+                configuration: .init(maxSequences: maxSequences, maxQueued: maxQueued, prefillChunk: prefillChunk))
             let modelID = Self.modelID(path: loaded.path)
             let server = OpenAIServer(
                 engine: engine, prompts: PromptEncoder(loaded),
