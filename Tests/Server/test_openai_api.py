@@ -111,13 +111,13 @@ def test_concurrent_greedy_requests_match_their_solo_answers(server):
     prompts = ["Name a primary color.", "What is 2 + 2?", "Say hello in French.", "Name a planet.",
                "What is the opposite of hot?", "Name a large animal.", "What color is the sky?", "Spell the word cat."]
     steps_before = metric(server.metrics(), "medusa_step_seconds_count")
-    solo = [chat(client, p, max_tokens=20).choices[0].message.content for p in prompts]
+    solo = [chat(client, p, max_tokens=12).choices[0].message.content for p in prompts]
     steps_solo = metric(server.metrics(), "medusa_step_seconds_count") - steps_before
     start = threading.Barrier(len(prompts))
 
     def together(prompt):
         start.wait()
-        return chat(client, prompt, max_tokens=20).choices[0].message.content
+        return chat(client, prompt, max_tokens=12).choices[0].message.content
 
     with ThreadPoolExecutor(len(prompts)) as pool:
         batched = list(pool.map(together, prompts))
