@@ -125,7 +125,13 @@ class Server:
             self.terminate_rank0()
         status = self.wait()
         assert status == 0, f"mpirun exited {status}:\n{self.output()}"
-        os.unlink(self.log.name)
+        self.discard()
+
+    def discard(self):
+        """Kills the job if it is still there and removes its log."""
+        self.kill()
+        if os.path.exists(self.log.name):
+            os.unlink(self.log.name)
 
 
 def metric(values, name, **labels):

@@ -20,6 +20,21 @@ def openai_client(server, api_key="unused"):
     return openai.OpenAI(base_url=server.url + "/v1", api_key=api_key, max_retries=0, timeout=120)
 
 
+@pytest.fixture
+def start_server():
+    """Starts servers for one test (`start_server(*serve_options)`); whatever state a test leaves
+    them in, they are killed and their logs removed afterwards."""
+    started = []
+
+    def start(*args):
+        started.append(Server(*args))
+        return started[-1]
+
+    yield start
+    for s in started:
+        s.discard()
+
+
 @pytest.fixture(scope="module")
 def server():
     """A 2-rank server with room for 8 sequences of 512 tokens, shared by a module's tests."""

@@ -154,8 +154,8 @@ def rank_pids(s):
 
 
 @pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_signal_to_rank0_finishes_requests_and_exits_cleanly(signal_number):
-    s = Server("--ctx", "512", "--shutdown-grace", "120")
+def test_signal_to_rank0_finishes_requests_and_exits_cleanly(signal_number, start_server):
+    s = start_server("--ctx", "512", "--shutdown-grace", "120")
     # The other rank ignores both signals (mpirun would end the job if it died).
     others = [pid for pid in rank_pids(s) if pid != s.rank0_pid]
     assert len(others) == 1
@@ -184,9 +184,9 @@ def test_signal_to_rank0_finishes_requests_and_exits_cleanly(signal_number):
     assert f"serve: {name}" in s.output() and "serve: stopped" in s.output(), s.output()
 
 
-def test_shutdown_grace_cuts_long_requests():
+def test_shutdown_grace_cuts_long_requests(start_server):
     """A request that cannot finish within --shutdown-grace is ended with finish_reason length."""
-    s = Server("--ctx", "512", "--shutdown-grace", "0.5")
+    s = start_server("--ctx", "512", "--shutdown-grace", "0.5")
     _, thread, events = start_stream(s, max_tokens=400)
     s.terminate_rank0()
     thread.join(timeout=60)
@@ -194,13 +194,13 @@ def test_shutdown_grace_cuts_long_requests():
     assert s.wait() == 0, s.output()
 
 
-def test_sigterm_to_mpirun_ends_the_whole_job():
+def test_sigterm_to_mpirun_ends_the_whole_job(start_server):
     """Open MPI's mpirun (4.1) treats SIGTERM as "abort the job": it passes the signal on to every
     rank, kills what is left of them a second later (odls_base_sigkill_timeout) and exits 1,
     whatever the ranks do. Rank 0 starts its shutdown on the passed-on signal and the others ignore
     it; the job must end promptly and leave no rank behind. (A clean stop, exit status 0, is a
     signal to rank 0: see the tests above.)"""
-    s = Server("--ctx", "256")
+    s = start_server("--ctx", "256")
     ranks = rank_pids(s)
     assert s.rank0_pid in ranks and len(ranks) == 2
     s.process.send_signal(signal.SIGTERM)
