@@ -18,8 +18,36 @@ import Worker
 public final class DistillationSet {
     public struct Answer: Codable, Sendable, Equatable {
         public var prompt: Int
+        /// Which of the prompt's answers this is: 0 is made at the provenance's `temperature`,
+        /// the others are sampled at its `extraTemperature`.
+        public var variant: Int
         public var start: Int
         public var count: Int
+
+        public init(prompt: Int, variant: Int = 0, start: Int, count: Int) {
+            self.prompt = prompt
+            self.variant = variant
+            self.start = start
+            self.count = count
+        }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            prompt = try c.decode(Int.self, forKey: .prompt)
+            variant = try c.decodeIfPresent(Int.self, forKey: .variant) ?? 0
+            start = try c.decode(Int.self, forKey: .start)
+            count = try c.decode(Int.self, forKey: .count)
+        }
+    }
+
+    /// One answer to make or already made: a prompt and which of its answers.
+    public struct AnswerKey: Hashable, Sendable {
+        public var prompt: Int
+        public var variant: Int
+        public init(prompt: Int, variant: Int) {
+            self.prompt = prompt
+            self.variant = variant
+        }
     }
 
     /// What made the data; reopening with different settings is an error.
@@ -31,10 +59,12 @@ public final class DistillationSet {
         public var promptsSHA256: String
         public var maxTokens: Int
         public var temperature: Float
+        /// The temperature of every answer after a prompt's first.
+        public var extraTemperature: Float
         public var seed: UInt64
 
         public init(model: String, modelSHA256: String, hiddenSize: Int, vocabularySize: Int, promptsSHA256: String,
-                    maxTokens: Int, temperature: Float, seed: UInt64) {
+                    maxTokens: Int, temperature: Float, extraTemperature: Float = 0.7, seed: UInt64) {
             self.model = model
             self.modelSHA256 = modelSHA256
             self.hiddenSize = hiddenSize
@@ -42,12 +72,28 @@ public final class DistillationSet {
             self.promptsSHA256 = promptsSHA256
             self.maxTokens = maxTokens
             self.temperature = temperature
+            self.extraTemperature = extraTemperature
             self.seed = seed
+        }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            model = try c.decode(String.self, forKey: .model)
+            modelSHA256 = try c.decode(String.self, forKey: .modelSHA256)
+            hiddenSize = try c.decode(Int.self, forKey: .hiddenSize)
+            vocabularySize = try c.decode(Int.self, forKey: .vocabularySize)
+            promptsSHA256 = try c.decode(String.self, forKey: .promptsSHA256)
+            maxTokens = try c.decode(Int.self, forKey: .maxTokens)
+            temperature = try c.decode(Float.self, forKey: .temperature)
+            // Data from before several answers per prompt has only first answers.
+            extraTemperature = try c.decodeIfPresent(Float.self, forKey: .extraTemperature) ?? 0.7
+            seed = try c.decode(UInt64.self, forKey: .seed)
         }
 
         enum CodingKeys: String, CodingKey {
             case model, modelSHA256 = "model_sha256", hiddenSize = "hidden_size", vocabularySize = "vocab_size"
-            case promptsSHA256 = "prompts_sha256", maxTokens = "max_tokens", temperature, seed
+            case promptsSHA256 = "prompts_sha256", maxTokens = "max_tokens", temperature
+            case extraTemperature = "extra_temperature", seed
         }
     }
 
@@ -89,7 +135,8 @@ public final class DistillationSet {
                 guard existing == provenance else {
                     throw DistillationError(
                         "\(directory) holds data made with other settings (\(existing.model), \(existing.maxTokens) tokens, "
-                            + "temperature \(existing.temperature), seed \(existing.seed)); delete it or choose another folder")
+                            + "temperature \(existing.temperature), extra temperature \(existing.extraTemperature), seed \(existing.seed)); "
+                            + "delete it or choose another folder")
                 }
             } else {
                 let encoder = JSONEncoder()
@@ -122,16 +169,19 @@ public final class DistillationSet {
 
     deinit { close(lock) }
 
-    /// Prompts already answered.
+    /// Prompts with at least one answer.
     public var answeredPrompts: Set<Int> { Set(answers.map(\.prompt)) }
 
+    /// The answers already made.
+    public var answered: Set<AnswerKey> { Set(answers.map { AnswerKey(prompt: $0.prompt, variant: $0.variant) }) }
+
     /// Appends one answer: `tokens[j]` was chosen from the logits of `hidden` row j.
-    public func append(prompt: Int, hidden: [Float], tokens: [Int32]) throws {
+    public func append(prompt: Int, variant: Int = 0, hidden: [Float], tokens: [Int32]) throws {
         precondition(hidden.count == tokens.count * provenance.hiddenSize)
         guard !tokens.isEmpty else { return }
         try Self.append(hidden.withUnsafeBytes { Data($0) }, to: hiddenPath)
         try Self.append(tokens.withUnsafeBytes { Data($0) }, to: tokensPath)
-        let answer = Answer(prompt: prompt, start: rowCount, count: tokens.count)
+        let answer = Answer(prompt: prompt, variant: variant, start: rowCount, count: tokens.count)
         var line = try JSONEncoder().encode(answer)
         line.append(UInt8(ascii: "\n"))
         try Self.append(line, to: answersPath)

@@ -16,8 +16,8 @@ struct TrainHeadsCommand: ParsableCommand {
         commandName: "train-heads",
         abstract: "Train Medusa heads on the frozen model's own answers (self-distillation, Medusa-1).",
         discussion: """
-            1. Data: the model answers each prompt (chat template applied, greedy unless --temperature), and every \
-            answer token is stored with the hidden state that chose it, in OUT/distill (appended per answer: an \
+            1. Data: the model answers each prompt (chat template applied, greedy unless --temperature; with \
+            --answers-per-prompt N, N - 1 more answers sampled at --extra-temperature), and every answer token is stored with the hidden state that chose it, in OUT/distill (appended per answer: an \
             interrupted run, a second epoch or a resumed run never regenerates). 2. Training: head k learns the token \
             k + 2 places after each row's position (loss sum_k 0.8^k CE_k), AdamW with linear warm-up and cosine decay, \
             gradient clipping, checkpoints in OUT/checkpoint.safetensors (every --checkpoint-every steps, at each epoch's \
@@ -48,8 +48,14 @@ struct TrainHeadsCommand: ParsableCommand {
     @Option(help: "Longest answer per prompt, in tokens.")
     var maxTokens: Int = 256
 
-    @Option(help: "Sampling temperature of the answers (0: greedy, the setting Medusa's greedy decoding uses).")
+    @Option(help: "Sampling temperature of each prompt's first answer (0: greedy, the setting Medusa's greedy decoding uses).")
     var temperature: Float = 0
+
+    @Option(help: "Answers per prompt: the first at --temperature, the others sampled at --extra-temperature (more varied data from the same prompts; a later run with a larger value adds answers to the cached data).")
+    var answersPerPrompt: Int = 1
+
+    @Option(help: "Sampling temperature of every answer after a prompt's first.")
+    var extraTemperature: Float = 0.7
 
     @Option(help: "Answers generated together, sharing each forward (continuous batching, as `serve` does).")
     var parallel: Int = 8
@@ -86,6 +92,12 @@ struct TrainHeadsCommand: ParsableCommand {
         guard maxTokens >= 2 else { throw ValidationError("--max-tokens must be at least 2, got \(maxTokens)") }
         guard parallel >= 1 && parallel <= 64 else { throw ValidationError("--parallel must be between 1 and 64, got \(parallel)") }
         guard temperature >= 0, temperature.isFinite else { throw ValidationError("--temperature must be >= 0, got \(temperature)") }
+        guard answersPerPrompt >= 1 && answersPerPrompt <= 64 else {
+            throw ValidationError("--answers-per-prompt must be between 1 and 64, got \(answersPerPrompt)")
+        }
+        guard extraTemperature > 0, extraTemperature.isFinite else {
+            throw ValidationError("--extra-temperature must be positive, got \(extraTemperature)")
+        }
         guard epochs >= 1 else { throw ValidationError("--epochs must be at least 1, got \(epochs)") }
         guard lr > 0, lr.isFinite else { throw ValidationError("--lr must be positive, got \(lr)") }
         guard batch >= 1 else { throw ValidationError("--batch must be at least 1, got \(batch)") }
@@ -108,7 +120,8 @@ struct TrainHeadsCommand: ParsableCommand {
             let provenance = DistillationSet.Provenance(
                 model: (loaded.path as NSString).lastPathComponent, modelSHA256: modelHash,
                 hiddenSize: loaded.model.config.hiddenSize, vocabularySize: loaded.model.config.vocabularySize,
-                promptsSHA256: try sha256Hex(ofFile: promptsFile), maxTokens: maxTokens, temperature: temperature, seed: seed)
+                promptsSHA256: try sha256Hex(ofFile: promptsFile), maxTokens: maxTokens, temperature: temperature,
+                extraTemperature: extraTemperature, seed: seed)
             let data = try DistillationSet(directory: out + "/distill", provenance: provenance)
             try distill(loaded, texts: texts, into: data)
             // The other ranks are done: training runs on rank 0 alone.
@@ -119,11 +132,16 @@ struct TrainHeadsCommand: ParsableCommand {
         }
     }
 
-    /// Answers every prompt the data does not hold yet, `--parallel` at a time (each answer is the
-    /// one the prompt gets alone: the engine's steps are batch invariant); each is appended as it ends.
+    /// Makes every answer the data does not hold yet (`--answers-per-prompt` per prompt),
+    /// `--parallel` at a time (each answer is the one the prompt gets alone: the engine's steps are
+    /// batch invariant); each is appended as it ends.
     private func distill(_ loaded: LoadedModel, texts: [String], into data: DistillationSet) throws {
         let tokenizer = loaded.tokenizer
-        let todo = texts.indices.filter { !data.answeredPrompts.contains($0) }
+        let answered = data.answered
+        // Variant-major: every prompt's first answer comes before any second one.
+        let todo = (0..<answersPerPrompt).flatMap { variant in
+            texts.indices.map { DistillationSet.AnswerKey(prompt: $0, variant: variant) }
+        }.filter { !answered.contains($0) }
         guard !todo.isEmpty else {
             progress("[data] \(data.answers.count) answers, \(data.rowCount) rows already in \(data.directory)\n")
             return
@@ -131,16 +149,22 @@ struct TrainHeadsCommand: ParsableCommand {
         let engine = try BatchEngine(model: loaded.model, tokenizer: tokenizer,
                                      configuration: .init(maxSequences: parallel, maxQueued: todo.count))
         var streams: [AsyncStream<CompletionEvent>] = []  // kept: a dropped stream cancels its request
-        for index in todo {
-            let tokens = loaded.userMessageTokens(texts[index])
+        var keys: [DistillationSet.AnswerKey] = []  // by request tag
+        for key in todo {
+            let tokens = loaded.userMessageTokens(texts[key.prompt])
             guard tokens.count + 2 < loaded.model.contextLength else {
-                progress("[data] prompt \(index + 1) skipped: \(tokens.count) tokens do not fit --ctx \(loaded.model.contextLength)\n")
+                if key.variant == 0 {
+                    progress("[data] prompt \(key.prompt + 1) skipped: \(tokens.count) tokens do not fit --ctx \(loaded.model.contextLength)\n")
+                }
                 continue
             }
+            // Variant 0 keeps the seeds of data made before several answers per prompt.
             let request = CompletionRequest(
                 prompt: tokens, maxTokens: min(maxTokens, loaded.model.contextLength - tokens.count),
-                sampling: SamplingParameters(temperature: temperature), seed: seed &+ UInt64(index), tag: index,
+                sampling: SamplingParameters(temperature: key.variant == 0 ? temperature : extraTemperature),
+                seed: seed &+ UInt64(key.prompt) &+ (UInt64(key.variant) << 32), tag: keys.count,
                 recordsHiddenStates: true)
+            keys.append(key)
             streams.append(try engine.submit(request))
         }
         let start = Date()
@@ -148,7 +172,8 @@ struct TrainHeadsCommand: ParsableCommand {
         var failure: (any Error)?
         engine.onSequenceEnd = { request, tokens, hidden in
             guard failure == nil else { return }
-            do { try data.append(prompt: request.tag, hidden: hidden, tokens: tokens) } catch {
+            let key = keys[request.tag]
+            do { try data.append(prompt: key.prompt, variant: key.variant, hidden: hidden, tokens: tokens) } catch {
                 failure = error
                 engine.shutdown(grace: 0)
                 return

@@ -37,6 +37,23 @@ import Worker
         #expect(changed.status != 0)
         #expect(changed.stderr.contains("made with other settings"), "\(changed.stderr)")
 
+        // More answers per prompt: the first ones are the greedy answers already cached, the others sampled.
+        let more = dir + "/more"
+        try FileManager.default.createDirectory(atPath: more, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: out + "/distill", toPath: more + "/distill")
+        let twice = try BinaryRunner.run(["train-heads", "--model", model, "--out", more, "--prompts", prompts,
+                                          "--max-tokens", "16", "--heads", "3", "--batch", "16", "--threads", "1",
+                                          "--answers-per-prompt", "3"])
+        #expect(twice.status == 0, "\(twice.stderr)")
+        let lines = try String(contentsOfFile: more + "/distill/answers.jsonl", encoding: .utf8).split(separator: "\n")
+        let variants = lines.compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+            .map { ($0["prompt"] as? Int ?? -1, $0["variant"] as? Int ?? -1) }
+        #expect(variants.count == 15)
+        #expect(Set(variants.map { "\($0.0)/\($0.1)" }).count == 15)
+        #expect(variants.prefix(5).allSatisfy { $0.1 == 0 }, "the cached first answers are kept, not made again")
+        let moreConfig = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: more + "/config.json"))) as? [String: Any]
+        #expect(moreConfig?["answers"] as? Int == 15)
+
         let generate = ["generate", "--model", model, "--prompt", "Hello there", "--max-tokens", "20", "--ignore-eos",
                         "--threads", "1", "--json"]
         let plain = try BinaryRunner.run(generate)

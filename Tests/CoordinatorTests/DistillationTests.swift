@@ -30,6 +30,22 @@ import Worker
         #expect(reopened.targets(tokens: tokens, heads: 2) == [[11, 12, -1, 21, -1], [12, -1, -1, -1, -1]])
     }
 
+    @Test("a prompt's several answers are kept apart: each has its variant, targets stop at its end")
+    func variants() throws {
+        let dir = try makeTemporaryDirectory() + "/distill"
+        var set: DistillationSet? = try DistillationSet(directory: dir, provenance: Self.provenance)
+        try set?.append(prompt: 2, hidden: [Float](repeating: 0, count: 8), tokens: [7, 8])
+        try set?.append(prompt: 2, variant: 1, hidden: [Float](repeating: 1, count: 8), tokens: [9, 10])
+        set = nil
+        let reopened = try DistillationSet(directory: dir, provenance: Self.provenance)
+        #expect(reopened.answered == [.init(prompt: 2, variant: 0), .init(prompt: 2, variant: 1)])
+        #expect(reopened.answeredPrompts == [2])
+        #expect(reopened.targets(tokens: try reopened.load().tokens, heads: 1) == [[8, -1, 10, -1]])
+        // Answers written before variants existed read as first answers.
+        let old = try JSONDecoder().decode(DistillationSet.Answer.self, from: Data("{\"prompt\": 4, \"start\": 0, \"count\": 1}".utf8))
+        #expect(old == .init(prompt: 4, variant: 0, start: 0, count: 1))
+    }
+
     @Test("an interrupted append is dropped on reopening; other settings and damage are errors")
     func interruptedAndMismatched() throws {
         let dir = try makeTemporaryDirectory() + "/distill"
