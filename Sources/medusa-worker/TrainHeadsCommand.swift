@@ -60,6 +60,9 @@ struct TrainHeadsCommand: ParsableCommand {
     @Option(help: "Answers generated together, sharing each forward (continuous batching, as `serve` does).")
     var parallel: Int = 8
 
+    @Option(help: "The vocabulary of the training softmax: `seen` (the tokens of the training answers, several times faster; heads sharing the LM head only) or `full` (default: seen with a shared LM head, full with own LM heads). Held-out accuracy is always over the full vocabulary.")
+    var trainVocabulary: TrainVocabulary?
+
     @Option(help: "Passes over the training rows.")
     var epochs: Int = 1
 
@@ -85,6 +88,12 @@ struct TrainHeadsCommand: ParsableCommand {
         case sharedLmHead, ownLmHead
     }
 
+    enum TrainVocabulary: String, ExpressibleByArgument, CaseIterable {
+        case seen, full
+    }
+
+    private var vocabulary: TrainVocabulary { trainVocabulary ?? (lmHead == .sharedLmHead ? .seen : .full) }
+
     func validate() throws {
         guard heads >= 1 && heads <= 16 else { throw ValidationError("--heads must be between 1 and 16, got \(heads)") }
         guard layers >= 1 && layers <= 8 else { throw ValidationError("--layers must be between 1 and 8, got \(layers)") }
@@ -97,6 +106,9 @@ struct TrainHeadsCommand: ParsableCommand {
         }
         guard extraTemperature > 0, extraTemperature.isFinite else {
             throw ValidationError("--extra-temperature must be positive, got \(extraTemperature)")
+        }
+        if trainVocabulary == .seen && lmHead == .ownLmHead {
+            throw ValidationError("--train-vocabulary seen needs the shared LM head: own LM heads learn every token's row")
         }
         guard epochs >= 1 else { throw ValidationError("--epochs must be at least 1, got \(epochs)") }
         guard lr > 0, lr.isFinite else { throw ValidationError("--lr must be positive, got \(lr)") }
@@ -205,22 +217,37 @@ struct TrainHeadsCommand: ParsableCommand {
             if answer.prompt % 20 == 19 { heldOutRows += rows } else { trainRows += rows }
         }
         guard !trainRows.isEmpty else { throw CommandError("no training rows: the answers are empty") }
+        // With `seen`, the softmax runs over the tokens of the training answers (which hold every
+        // training target): the LM head's rows of those tokens, targets renumbered to match.
+        let fullVocabulary = loaded.model.config.vocabularySize
+        var trainingLMHead = baseLMHead, trainingTargets = targets
+        if vocabulary == .seen {
+            var seen = [Bool](repeating: false, count: fullVocabulary)
+            for r in trainRows { seen[Int(tokens[r])] = true }
+            let kept = seen.indices.filter { seen[$0] }
+            var renumbered = [Int32](repeating: -1, count: fullVocabulary)
+            for (j, token) in kept.enumerated() { renumbered[token] = Int32(j) }
+            trainingLMHead = kept.flatMap { baseLMHead[($0 * h)..<(($0 + 1) * h)] }
+            trainingTargets = targets.map { $0.map { $0 < 0 ? -1 : renumbered[Int($0)] } }
+            progress("[train] softmax over the \(kept.count) tokens of the training answers (of \(fullVocabulary))\n")
+        }
+        let trainingVocabulary = trainingLMHead.count / h
         let stepsPerEpoch = (trainRows.count + batch - 1) / batch
         let configuration = HeadTrainer.Configuration(
-            heads: heads, layers: layers, hiddenSize: h, vocabularySize: loaded.model.config.vocabularySize,
+            heads: heads, layers: layers, hiddenSize: h, vocabularySize: trainingVocabulary,
             ownLMHead: lmHead == .ownLmHead, learningRate: lr, warmupSteps: min(warmup, stepsPerEpoch * epochs / 2),
             totalSteps: stepsPerEpoch * epochs, seed: seed)
         let trainer: HeadTrainer
         if resume, FileManager.default.fileExists(atPath: checkpointPath) {
-            trainer = try HeadTrainer.load(from: checkpointPath, baseLMHead: baseLMHead)
+            trainer = try HeadTrainer.load(from: checkpointPath, baseLMHead: trainingLMHead)
             guard trainer.configuration == configuration else {
                 throw CommandError("\(checkpointPath) was made with other settings (\(trainer.configuration)); use the same options or another --out")
             }
             progress("[train] resuming at step \(trainer.step) of \(configuration.totalSteps)\n")
         } else {
-            trainer = try HeadTrainer(configuration: configuration, baseLMHead: baseLMHead)
+            trainer = try HeadTrainer(configuration: configuration, baseLMHead: trainingLMHead)
         }
-        func makeBatch(_ rows: ArraySlice<Int>) -> TrainingBatch {
+        func makeBatch(_ rows: ArraySlice<Int>, _ targets: [[Int32]]) -> TrainingBatch {
             var x = [Float](repeating: 0, count: rows.count * h)
             for (i, r) in rows.enumerated() { x.replaceSubrange((i * h)..<((i + 1) * h), with: hidden[(r * h)..<((r + 1) * h)]) }
             return TrainingBatch(hidden: x, targets: (0..<heads).map { k in rows.map { targets[k][$0] } })
@@ -241,7 +268,7 @@ struct TrainHeadsCommand: ParsableCommand {
                 orderEpoch = epoch
             }
             let offset = (trainer.step % stepsPerEpoch) * batch
-            let stats = try trainer.train(makeBatch(order[offset..<min(order.count, offset + batch)]))
+            let stats = try trainer.train(makeBatch(order[offset..<min(order.count, offset + batch)], trainingTargets))
             recent.append(stats)
             if recent.count > 20 { recent.removeFirst() }
             let done = trainer.step - firstStep
@@ -264,11 +291,12 @@ struct TrainHeadsCommand: ParsableCommand {
         progress("\n")
         try trainer.save(to: checkpointPath)
 
-        // Held-out accuracy, then the heads and their record.
+        // Held-out accuracy over the full vocabulary, then the heads and their record.
+        let scorer = vocabulary == .seen ? try trainer.rescored(baseLMHead: baseLMHead) : trainer
         var top1 = [Int](repeating: 0, count: heads), top5 = top1, count = top1
         var offset = 0
         while offset < heldOutRows.count {
-            let stats = try trainer.evaluate(makeBatch(heldOutRows[offset..<min(heldOutRows.count, offset + batch)]))
+            let stats = try scorer.evaluate(makeBatch(heldOutRows[offset..<min(heldOutRows.count, offset + batch)], targets))
             for k in 0..<heads {
                 top1[k] += stats.top1Correct[k]
                 top5[k] += stats.top5Correct[k]
@@ -280,7 +308,7 @@ struct TrainHeadsCommand: ParsableCommand {
         let top5Accuracy = (0..<heads).map { count[$0] > 0 ? Double(top5[$0]) / Double(count[$0]) : 0 }
         let exported = trainer.export()
         try MedusaHeadWeights.write(
-            blocks: exported.blocks, lmHeads: exported.lmHeads, hiddenSize: h, vocabularySize: configuration.vocabularySize,
+            blocks: exported.blocks, lmHeads: exported.lmHeads, hiddenSize: h, vocabularySize: fullVocabulary,
             baseModel: "\(base.file) sha256:\(base.sha256)", to: out + "/" + MedusaHeadWeights.weightsFileNames[0])
         let record: [String: Any] = [
             "format": MedusaHeadWeights.formatName,
@@ -290,7 +318,9 @@ struct TrainHeadsCommand: ParsableCommand {
                         "count": promptCount],
             "answers": data.answers.count, "train_rows": trainRows.count, "held_out_rows": heldOutRows.count,
             "max_tokens": maxTokens, "temperature": Double("\(temperature)") ?? 0, "epochs": epochs, "lr": Double("\(lr)") ?? 0,
-            "batch": batch, "steps": trainer.step, "seed": seed,
+            "batch": batch, "steps": trainer.step, "seed": seed, "answers_per_prompt": answersPerPrompt,
+            "extra_temperature": Double("\(extraTemperature)") ?? 0,
+            "train_vocabulary": vocabulary.rawValue, "train_vocabulary_tokens": trainingVocabulary,
             "command": (["medusa-worker"] + CommandLine.arguments.dropFirst()).joined(separator: " "),
             "held_out_top1_accuracy": top1Accuracy, "held_out_top5_accuracy": top5Accuracy,
         ]

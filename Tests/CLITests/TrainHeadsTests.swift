@@ -25,6 +25,8 @@ import Worker
         #expect(((config?["base_model"] as? [String: Any])?["sha256"] as? String)?.count == 64)
         #expect((config?["command"] as? String)?.hasPrefix("medusa-worker train-heads") == true)
         #expect((config?["held_out_top1_accuracy"] as? [Double])?.count == 3)
+        #expect(config?["train_vocabulary"] as? String == "seen")
+        #expect((config?["train_vocabulary_tokens"] as? Int ?? 0) > 0)
 
         // Without --resume an existing checkpoint is refused; with it, the data is not made again.
         let again = try BinaryRunner.run(train)
@@ -93,6 +95,8 @@ import Worker
             (["train-heads", "--model", model, "--out", dir + "/a", "--prompts", dir + "/absent.jsonl"], "absent.jsonl"),
             (["train-heads", "--model", model, "--out", dir + "/a", "--heads", "0"], "--heads must be between 1 and 16"),
             (["train-heads", "--model", model, "--out", dir + "/a", "--lr", "0"], "--lr must be positive"),
+            (["train-heads", "--model", model, "--out", dir + "/a", "--own-lm-head", "--train-vocabulary", "seen"],
+             "needs the shared LM head"),
             (["eval-heads", "--model", model, "--heads", dir + "/none"], "none"),
         ]
         for (arguments, expected) in cases {

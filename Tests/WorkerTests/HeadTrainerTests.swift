@@ -128,6 +128,32 @@ import TestSupport
         #expect(statistics.gradientNorm == nil && statistics.learningRate == nil)
     }
 
+    @Test("heads trained over a subset of the vocabulary score the full vocabulary with the same parameters")
+    func rescoredOverFullVocabulary() throws {
+        let full = HeadTrainer.Configuration(heads: 2, layers: 1, hiddenSize: 8, vocabularySize: 12, totalSteps: 10)
+        var generator = SeededGenerator(seed: 5)
+        let base = Self.random(12 * 8, scale: 1, &generator)
+        let subset = [1, 4, 5, 9]
+        var small = full
+        small.vocabularySize = subset.count
+        let trainer = try HeadTrainer(configuration: small, baseLMHead: subset.flatMap { base[($0 * 8)..<($0 * 8 + 8)] })
+        var batch = Self.randomBatch(small, rows: 6, missing: 0)
+        for _ in 0..<3 { _ = try trainer.train(batch) }
+        let rescored = try trainer.rescored(baseLMHead: base)
+        #expect(rescored.configuration.vocabularySize == 12 && rescored.step == 3)
+        #expect(Self.parameters(rescored) == Self.parameters(trainer))
+        // The subset's logits are the full vocabulary's at the subset's tokens.
+        let sub = trainer.logits(hidden: batch.hidden), all = rescored.logits(hidden: batch.hidden)
+        for k in 0..<2 {
+            for row in 0..<6 {
+                for (j, token) in subset.enumerated() { #expect(abs(sub[k][row * 4 + j] - all[k][row * 12 + token]) < 1e-5) }
+            }
+        }
+        batch.targets = batch.targets.map { $0.map { Int32(subset[Int($0)]) } }
+        #expect(try rescored.evaluate(batch).targetCount == [6, 6])
+        #expect(throws: HeadTrainerError.self) { try trainer.rescored(baseLMHead: [1, 2, 3]) }
+    }
+
     @Test("the vector exponential of the softmax is within a few ulp of exp, and floored at e^-87")
     func exponential() {
         var worst = 0.0

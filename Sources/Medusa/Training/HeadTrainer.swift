@@ -207,6 +207,23 @@ public final class HeadTrainer {
         return (blocks, lmHeads)
     }
 
+    /// The same heads scoring against another LM head of the same hidden size, for heads that share
+    /// the base model's: training over a subset of the vocabulary (the LM head's rows of the tokens
+    /// the data holds) is cheaper, and this scores the result over the whole vocabulary. The copy
+    /// starts at this trainer's step with fresh optimizer moments.
+    public func rescored(baseLMHead: [Float]) throws(HeadTrainerError) -> HeadTrainer {
+        precondition(!configuration.ownLMHead, "heads with their own LM heads cannot change vocabulary")
+        var c = configuration
+        c.vocabularySize = baseLMHead.count / c.hiddenSize
+        guard c.vocabularySize * c.hiddenSize == baseLMHead.count, c.vocabularySize > 0 else {
+            throw .badLMHead(expected: c.vocabularySize * c.hiddenSize, found: baseLMHead.count)
+        }
+        let copy = try HeadTrainer(configuration: c, baseLMHead: baseLMHead)
+        copy.parameters.baseAddress!.update(from: parameters.baseAddress!, count: layout.count)
+        copy.step = step
+        return copy
+    }
+
     /// The global L2 norm of `gradients`, accumulated in Double.
     func gradientNorm() -> Double {
         var sum = 0.0
