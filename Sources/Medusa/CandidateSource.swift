@@ -19,7 +19,10 @@ public final class MedusaHeads: CandidateSource {
     public let weights: MedusaHeadWeights
     private let model: LlamaModel
     private let hiddenSize: Int
+    /// The columns of `logits`: the vocabulary, or the candidate tokens' count.
     private let vocabularySize: Int
+    /// With candidate tokens: the base LM head's rows of those tokens, scored instead of the whole.
+    private let candidateLMHead: WeightMatrix?
     // Scratch, allocated once: head states [K, hidden], one block's product [hidden], logits [K, vocabulary].
     private var states: [Float]
     private var product: [Float]
@@ -31,7 +34,17 @@ public final class MedusaHeads: CandidateSource {
         self.weights = weights
         self.model = model
         hiddenSize = model.config.hiddenSize
-        vocabularySize = model.config.vocabularySize
+        if let candidates = weights.candidateTokens {
+            guard let last = candidates.last, Int(last) < model.config.vocabularySize else {
+                throw WeightFileError(path: weights.path, problem: .badHeads(
+                    reason: "candidate tokens outside the model's vocabulary of \(model.config.vocabularySize)"))
+            }
+            candidateLMHead = model.weights.output.gatheringRows(candidates.map(Int.init))
+            vocabularySize = candidates.count
+        } else {
+            candidateLMHead = nil
+            vocabularySize = model.config.vocabularySize
+        }
         states = [Float](repeating: 0, count: weights.heads.count * hiddenSize)
         product = [Float](repeating: 0, count: hiddenSize)
         logits = [Float](repeating: 0, count: weights.heads.count * vocabularySize)
@@ -59,7 +72,10 @@ public final class MedusaHeads: CandidateSource {
                 }
             }
             logits.withUnsafeMutableBufferPointer { out in
-                if weights.sharesLMHead {
+                if let candidateLMHead {
+                    MatMul.multiply(candidateLMHead, x: states.baseAddress!, xStride: h, n: used,
+                                    y: out.baseAddress!, yStride: v, pool: pool)
+                } else if weights.sharesLMHead {
                     // All heads' states through the base LM head as one matmul of `used` rows.
                     model.logits(hidden: states.baseAddress!, rows: used, into: out.baseAddress!)
                 } else {
@@ -70,9 +86,11 @@ public final class MedusaHeads: CandidateSource {
                 }
             }
         }
+        let candidates = weights.candidateTokens
         return logits.withUnsafeBufferPointer { all in
             (0..<used).map { k in
-                topTokens(UnsafeBufferPointer(rebasing: all[(k * v)..<((k + 1) * v)]), count: topK[k])
+                let top = topTokens(UnsafeBufferPointer(rebasing: all[(k * v)..<((k + 1) * v)]), count: topK[k])
+                return candidates.map { c in top.map { c[Int($0)] } } ?? top
             }
         }
     }

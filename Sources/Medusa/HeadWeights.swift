@@ -41,10 +41,16 @@ public struct MedusaHeadWeights: @unchecked Sendable {
     public let baseModel: String?
     /// The file the weights came from.
     public let path: String
+    /// The only tokens the heads propose, ascending, when the file names them (heads sharing the
+    /// base LM head, trained over the tokens of their data): only those rows of the LM head are
+    /// scored, which makes each head several times cheaper. Nil: the whole vocabulary.
+    public let candidateTokens: [Int32]?
 
     public init(heads: [Head], hiddenSize: Int, vocabularySize: Int?, layout: MedusaHeadsLayout,
-                baseModel: String? = nil, path: String = "") {
+                baseModel: String? = nil, path: String = "", candidateTokens: [Int32]? = nil) {
         precondition(!heads.isEmpty, "at least one head")
+        precondition(candidateTokens == nil || heads[0].lmHead == nil, "candidate tokens are for a shared LM head")
+        self.candidateTokens = candidateTokens
         self.heads = heads
         self.hiddenSize = hiddenSize
         self.vocabularySize = vocabularySize

@@ -60,8 +60,10 @@ extension MedusaHeadWeights {
         case .vllm: .vllm
         case .medusaTP: .medusaTP
         }
+        let candidates = naming == .medusaTP
+            ? try Self.candidateTokens(file, vocabulary: recorded.vocabulary, sharedLMHead: found.vocabulary == nil) : nil
         self.init(heads: found.heads, hiddenSize: found.hidden, vocabularySize: found.vocabulary ?? recorded.vocabulary,
-                  layout: layout, baseModel: recorded.baseModel, path: weightsPath)
+                  layout: layout, baseModel: recorded.baseModel, path: weightsPath, candidateTokens: candidates)
     }
 
     /// Checks that the heads fit a base model of `hiddenSize` and `vocabularySize`: the same hidden
@@ -82,13 +84,15 @@ extension MedusaHeadWeights {
     /// [V, H] when `lmHeads` are given (nil: the heads share the base model's LM head), stored as
     /// `dtype` (F32, F16 or BF16), with `__metadata__` recording the format, version, hidden size,
     /// vocabulary size, head and block counts and `baseModel` (free text, e.g. the base model's
-    /// file name and sha256). Matrices are row-major [out, in]. The file is replaced atomically.
+    /// file name and sha256), and `candidateTokens` when given (heads sharing the base LM head: the
+    /// only tokens they propose, see `candidateTokens`). Matrices are row-major [out, in]. The file is
+    /// replaced atomically.
     ///
     /// Arguments that do not fit together (heads with different block counts, a matrix of the
     /// wrong size, ...) are a `WeightFileError` naming `path`; nothing is written then.
     public static func write(
         blocks: [[(weight: [Float], bias: [Float])]], lmHeads: [[Float]]?, hiddenSize: Int, vocabularySize: Int,
-        baseModel: String, to path: String, dtype: TensorType = .f32
+        baseModel: String, to path: String, dtype: TensorType = .f32, candidateTokens: [Int32]? = nil
     ) throws {
         func bad(_ reason: String) -> WeightFileError {
             WeightFileError(path: path, problem: .badHeads(reason: "cannot write: \(reason)"))
@@ -103,6 +107,13 @@ extension MedusaHeadWeights {
         guard blockCount > 0 else { throw bad("head 0 has no residual blocks") }
         if let lmHeads, lmHeads.count != blocks.count {
             throw bad("\(lmHeads.count) LM heads for \(blocks.count) heads")
+        }
+        if let candidateTokens {
+            guard lmHeads == nil else { throw bad("candidate tokens are for heads sharing the base LM head") }
+            guard !candidateTokens.isEmpty, zip(candidateTokens, candidateTokens.dropFirst()).allSatisfy({ $0 < $1 }),
+                  candidateTokens[0] >= 0, Int(candidateTokens.last!) < vocabularySize else {
+                throw bad("candidate tokens must be ascending, without repeats, within 0..<\(vocabularySize)")
+            }
         }
         let (lmHeadCount, overflow) = vocabularySize.multipliedReportingOverflow(by: hiddenSize)
         guard !overflow else { throw bad("an LM head of \(vocabularySize) x \(hiddenSize) is too large") }
@@ -136,6 +147,9 @@ extension MedusaHeadWeights {
             "vocab_size": "\(vocabularySize)", "num_heads": "\(blocks.count)", "num_layers": "\(blockCount)",
             "base_model": baseModel,
         ]
+        if let candidateTokens {
+            writer.metadata["candidate_tokens"] = candidateTokens.map(String.init).joined(separator: ",")
+        }
         try Data(writer.serialized()).write(to: URL(fileURLWithPath: path), options: .atomic)
     }
 }
@@ -317,6 +331,29 @@ private extension MedusaHeadWeights {
         }
         let baseModel = file.metadata["base_model"].flatMap { $0.isEmpty ? nil : $0 }
         return (try metadata.positive("vocab_size"), baseModel)
+    }
+
+    /// The `candidate_tokens` metadata of this project's heads: comma-separated token ids,
+    /// ascending, within the vocabulary, for heads sharing the LM head; nil when absent.
+    static func candidateTokens(
+        _ file: SafetensorsFile, vocabulary: Int?, sharedLMHead: Bool
+    ) throws(WeightFileError) -> [Int32]? {
+        guard let text = file.metadata["candidate_tokens"] else { return nil }
+        func bad(_ reason: String) -> WeightFileError {
+            WeightFileError(path: file.path, problem: .badValue(key: "candidate_tokens", reason: reason))
+        }
+        guard sharedLMHead else { throw bad("only heads sharing the base LM head have candidate tokens") }
+        var tokens: [Int32] = []
+        for field in text.split(separator: ",", omittingEmptySubsequences: false) {
+            guard let token = Int32(field), token >= 0, token > (tokens.last ?? -1) else {
+                throw bad("'\(field.prefix(20))' after \(tokens.count) ids: expected ascending token ids without repeats")
+            }
+            tokens.append(token)
+        }
+        if let vocabulary, let last = tokens.last, Int(last) >= vocabulary {
+            throw bad("token \(last) is outside the vocabulary of \(vocabulary)")
+        }
+        return tokens
     }
 
     /// A FasterDecoding or vLLM folder's config.json: the head and block counts, hidden size and

@@ -60,7 +60,7 @@ struct TrainHeadsCommand: ParsableCommand {
     @Option(help: "Answers generated together, sharing each forward (continuous batching, as `serve` does).")
     var parallel: Int = 8
 
-    @Option(help: "The vocabulary of the training softmax: `seen` (the tokens of the training answers, several times faster; heads sharing the LM head only) or `full` (default: seen with a shared LM head, full with own LM heads). Held-out accuracy is always over the full vocabulary.")
+    @Option(help: "The vocabulary of the training softmax: `seen` (the tokens of the training answers; training is several times faster, and the heads file lists them as the heads' candidate tokens, so decoding scores only those LM-head rows; shared LM head only) or `full` (default: seen with a shared LM head, full with own LM heads). Held-out accuracy is over the full vocabulary either way.")
     var trainVocabulary: TrainVocabulary?
 
     @Option(help: "Passes over the training rows.")
@@ -221,6 +221,7 @@ struct TrainHeadsCommand: ParsableCommand {
         // training target): the LM head's rows of those tokens, targets renumbered to match.
         let fullVocabulary = loaded.model.config.vocabularySize
         var trainingLMHead = baseLMHead, trainingTargets = targets
+        var candidateTokens: [Int32]?
         if vocabulary == .seen {
             var seen = [Bool](repeating: false, count: fullVocabulary)
             for r in trainRows { seen[Int(tokens[r])] = true }
@@ -229,6 +230,7 @@ struct TrainHeadsCommand: ParsableCommand {
             for (j, token) in kept.enumerated() { renumbered[token] = Int32(j) }
             trainingLMHead = kept.flatMap { baseLMHead[($0 * h)..<(($0 + 1) * h)] }
             trainingTargets = targets.map { $0.map { $0 < 0 ? -1 : renumbered[Int($0)] } }
+            candidateTokens = kept.map { Int32($0) }
             progress("[train] softmax over the \(kept.count) tokens of the training answers (of \(fullVocabulary))\n")
         }
         let trainingVocabulary = trainingLMHead.count / h
@@ -309,7 +311,8 @@ struct TrainHeadsCommand: ParsableCommand {
         let exported = trainer.export()
         try MedusaHeadWeights.write(
             blocks: exported.blocks, lmHeads: exported.lmHeads, hiddenSize: h, vocabularySize: fullVocabulary,
-            baseModel: "\(base.file) sha256:\(base.sha256)", to: out + "/" + MedusaHeadWeights.weightsFileNames[0])
+            baseModel: "\(base.file) sha256:\(base.sha256)", to: out + "/" + MedusaHeadWeights.weightsFileNames[0],
+            candidateTokens: candidateTokens)
         let record: [String: Any] = [
             "format": MedusaHeadWeights.formatName,
             "base_model": ["file": base.file, "sha256": base.sha256],

@@ -154,6 +154,42 @@ import TestSupport
         #expect(throws: HeadTrainerError.self) { try trainer.rescored(baseLMHead: [1, 2, 3]) }
     }
 
+    @Test("heads with candidate tokens propose the best candidates by the full LM head's logits")
+    func candidateTokensAtInference() throws {
+        var synthetic = SyntheticLlama(config: SyntheticLlama.smallConfig, weightType: .f32, seed: 9)
+        let directory = try makeTemporaryDirectory()
+        try synthetic.write(to: directory + "/tiny.gguf")
+        let model = try LlamaModel(gguf: GGUFFile(path: directory + "/tiny.gguf"), contextLength: 64, threads: 2)
+        let (h, v) = (model.config.hiddenSize, model.config.vocabularySize)
+        let c = HeadTrainer.Configuration(heads: 2, layers: 1, hiddenSize: h, vocabularySize: v, totalSteps: 10)
+        let trainer = try HeadTrainer(configuration: c, baseLMHead: synthetic.tensors["token_embd.weight"]!.values)
+        var generator = SeededGenerator(seed: 22)
+        Self.randomize(trainer, blockScale: 0.15, &generator)
+        let candidates = (0..<Int32(v)).filter { $0 % 3 == 1 || $0 == 0 }
+        let exported = trainer.export()
+        let path = directory + "/heads.safetensors"
+        try MedusaHeadWeights.write(blocks: exported.blocks, lmHeads: nil, hiddenSize: h, vocabularySize: v,
+                                    baseModel: "synthetic", to: path, candidateTokens: candidates)
+        let heads = try MedusaHeads(weights: MedusaHeadWeights(path: path), model: model)
+        let rows = 5
+        let hidden = Self.random(rows * h, scale: 2, &generator)
+        let logits = trainer.logits(hidden: hidden)
+        var differsFromFull = false
+        for i in 0..<rows {
+            let proposed = hidden.withUnsafeBufferPointer {
+                heads.propose(hidden: $0.baseAddress! + i * h, sequence: [1], topK: [4, 4])
+            }
+            for k in 0..<2 {
+                let row = Array(logits[k][(i * v)..<((i + 1) * v)])
+                let expected = candidates.sorted { (row[Int($0)], -$0) > (row[Int($1)], -$1) }.prefix(4)
+                #expect(proposed[k] == Array(expected), "row \(i) head \(k)")
+                let full = row.withUnsafeBufferPointer { topTokens($0, count: 4) }
+                differsFromFull = differsFromFull || full != proposed[k]
+            }
+        }
+        #expect(differsFromFull, "the candidates should change some proposals")
+    }
+
     @Test("the vector exponential of the softmax is within a few ulp of exp, and floored at e^-87")
     func exponential() {
         var worst = 0.0

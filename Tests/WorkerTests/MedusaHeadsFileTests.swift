@@ -202,6 +202,39 @@ import Testing
         }
     }
 
+    @Test func candidateTokensRoundTripAndErrors() throws {
+        let dir = GGUFTestDirectory()
+        let sample = Sample(seed: 6)
+        let path = dir.path("candidates.safetensors")
+        try MedusaHeadWeights.write(blocks: sample.blocks, lmHeads: nil, hiddenSize: Self.hidden, vocabularySize: 100,
+                                    baseModel: "", to: path, candidateTokens: [0, 3, 7, 99])
+        #expect(try MedusaHeadWeights(path: path).candidateTokens == [0, 3, 7, 99])
+        let plain = dir.path("plain.safetensors")
+        try MedusaHeadWeights.write(blocks: sample.blocks, lmHeads: nil, hiddenSize: Self.hidden, vocabularySize: 100,
+                                    baseModel: "", to: plain)
+        #expect(try MedusaHeadWeights(path: plain).candidateTokens == nil)
+
+        // Writing: ascending, in the vocabulary, shared LM head only.
+        for (tokens, lmHeads) in [([3, 3] as [Int32], nil), ([5, 2], nil), ([100], nil), ([1, 2], sample.lmHeads)] {
+            expect(path: dir.path("bad.safetensors"), naming: ["candidate tokens"]) {
+                try MedusaHeadWeights.write(blocks: sample.blocks, lmHeads: lmHeads, hiddenSize: Self.hidden,
+                                            vocabularySize: lmHeads == nil ? 100 : Self.vocabulary, baseModel: "",
+                                            to: dir.path("bad.safetensors"), candidateTokens: tokens)
+            }
+        }
+        // Reading a file whose list was damaged.
+        let file = try SafetensorsFile(path: path)
+        for (i, text) in ["0,3,x", "3,1", "0,,4", "0,100", ""].enumerated() {
+            var w = SafetensorsWriter()
+            w.metadata = file.metadata
+            w.metadata["candidate_tokens"] = text
+            for info in file.tensors { w.add(info.name, dtype: info.dtype, shape: info.shape, data: Array(file.data(of: info))) }
+            let damaged = dir.path("damaged\(i).safetensors")
+            try w.write(to: damaged)
+            expect(path: damaged, naming: ["candidate_tokens"]) { _ = try MedusaHeadWeights(path: damaged) }
+        }
+    }
+
     // MARK: Folders
 
     @Test func fasterDecodingFolderWithConfig() throws {

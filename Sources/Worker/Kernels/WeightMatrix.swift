@@ -61,10 +61,34 @@ public struct WeightMatrix: @unchecked Sendable {
             rowStride: rowStride, owner: owner)
     }
 
+    /// A copy of the rows `rows`, in that order, in memory of its own (e.g. the LM head's rows of a
+    /// candidate vocabulary).
+    public func gatheringRows(_ rows: [Int]) -> WeightMatrix {
+        let bytes = rowBytes
+        let storage = OwnedBytes(count: max(1, rows.count * bytes))
+        for (i, r) in rows.enumerated() {
+            precondition(r >= 0 && r < self.rows, "row \(r) outside 0..<\(self.rows)")
+            (storage.pointer + i * bytes).copyMemory(from: row(r), byteCount: bytes)
+        }
+        return WeightMatrix(type: type, rows: rows.count, columns: columns, base: UnsafeRawPointer(storage.pointer),
+                            owner: storage)
+    }
+
     /// Writes row `row` as `columns` fp32 values; exact (every format's values are fp32-representable
     /// products as the reference dequantizer computes them). Used for embedding lookup.
     public func dequantizeRow(_ row: Int, into destination: UnsafeMutablePointer<Float>) {
         precondition(row >= 0 && row < rows, "row \(row) outside 0..<\(rows)")
         Dequantize.row(type, self.row(row), count: columns, into: destination)
     }
+}
+
+/// An allocation that lives as long as the matrices viewing it.
+final class OwnedBytes {
+    let pointer: UnsafeMutableRawPointer
+
+    init(count: Int) {
+        pointer = UnsafeMutableRawPointer.allocate(byteCount: count, alignment: 64)
+    }
+
+    deinit { pointer.deallocate() }
 }
