@@ -7,9 +7,9 @@ import Worker
 
 /// The default int16 activations on the real SmolLM2-135M-Instruct Q4_1 against exact fp32 ones.
 ///
-/// The chat prompt below is a near tie at the first answer token ("The" vs "L", margin ~0.08 with
-/// fp32 activations): 8-bit activations (llama.cpp's) flip it and lose the Paris answer; the int16
-/// rounding (2^-16 of each block's largest value) must not.
+/// llama.cpp's 8-bit activations are known to flip near ties on this model (its greedy answer to
+/// this prompt can lose "Paris"); the int16 rounding (at most 2^-16 of each block's largest value)
+/// must keep the greedy answer and every step's top-2 order of the fp32 forward.
 @Suite(.serialized) struct MatMulInputsTests {
     static let question = "Tell me the capital of France and one fact about it."
 
@@ -44,19 +44,23 @@ import Worker
         #expect(textA.hasPrefix("The capital of France is Paris"), "fp32 answer: \(textA)")
         #expect(a.tokens == b.tokens, "fp32: \(textA)\nint16: \(textB)")
 
+        // Every step keeps fp32's top-2 order, by about the same margin.
+        var closest = (step: 0, fp32: Float.infinity, int16: Float.infinity)
         for step in 0..<min(a.logits.count, b.logits.count) {
             let order = a.logits[step].indices.sorted { a.logits[step][$0] > a.logits[step][$1] }
             let (top, second) = (Int32(order[0]), Int32(order[1]))
             let marginA = Self.margin(a.logits[step], top, second), marginB = Self.margin(b.logits[step], top, second)
-            print("step \(step): \(fast.tokenizer.decode([top]).debugDescription) vs \(fast.tokenizer.decode([second]).debugDescription): margin fp32 \(marginA), int16 \(marginB)")
+            #expect(marginB > 0, "step \(step): fp32 margin \(marginA), int16 \(marginB)")
+            if marginA < closest.fp32 { closest = (step, marginA, marginB) }
         }
+        print("closest top-2 margin: step \(closest.step), fp32 \(closest.fp32), int16 \(closest.int16)")
         let a1 = a.logits[0], b1 = b.logits[0]
 
         // Logits of the first answer token. Each weight product's inputs move by at most 2^-16 of
-        // their block's largest value (half a step of max/32767); through 30 layers and the LM head that
-        // moved these logits by ~1e-3 (measured, see BENCHMARKS.md), against a spread of ~20 across the
-        // vocabulary and the ~0.08 tie above. 2e-2 leaves a factor of ~10 of headroom and is still
-        // well below the tie, and far below the 8-bit error (~0.35 on this margin).
+        // their block's largest value (half a step of max/32767); through 30 layers and the LM head
+        // that moved these logits by 4.6e-3 at most (measured), against a spread of ~20 across the
+        // vocabulary and a closest top-2 margin of 0.19 in this answer. 2e-2 leaves a factor of 4
+        // and stays an order of magnitude below that margin.
         var worst: Float = 0
         for (x, y) in zip(a1, b1) { worst = max(worst, abs(x - y)) }
         #expect(worst < 2e-2, "largest logit difference fp32 vs int16: \(worst)")

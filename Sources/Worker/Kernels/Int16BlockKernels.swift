@@ -159,7 +159,18 @@ enum Int16BlockKernels {
         let raw = UnsafeRawPointer(x)
         let a = raw.loadUnaligned(as: SIMD16<Int16>.self)
         let b = raw.loadUnaligned(fromByteOffset: 32, as: SIMD16<Int16>.self)
-        return SIMD8<Float>(multiplyAddPairs(w.0, a) &+ multiplyAddPairs(w.1, b))
+        return float(multiplyAddPairs(w.0, a) &+ multiplyAddPairs(w.1, b))
+    }
+
+    /// int32 -> fp32 lane by lane (exact below 2^24). On x86_64 through `vcvtdq2ps` directly: the
+    /// generic SIMD conversion stayed an out-of-line call in the tiles, spilling every accumulator.
+    @inline(__always)
+    static func float(_ v: SIMD8<Int32>) -> SIMD8<Float> {
+        #if arch(x86_64)
+        return _mm256_cvtepi32_ps(unsafeBitCast(v, to: SIMD4<Int64>.self))
+        #else
+        return SIMD8<Float>(v)
+        #endif
     }
 
     /// Lane j = a[2j] * b[2j] + a[2j + 1] * b[2j + 1], in int32 (`vpmaddwd`).
