@@ -9,7 +9,7 @@ struct KernelInt16Tests {
     static func prepared(_ type: TensorType, _ x: [Float], n: Int, columns: Int) -> (values: [Int16], scales: [Float], sums: [Float]) {
         let blocks = columns / 32
         var values = [Int16](repeating: -1, count: n * columns)
-        var scales = [Float](repeating: -1, count: n * blocks)
+        var scales = [SIMD8<Float>](repeating: SIMD8(repeating: -1), count: n * blocks)
         var sums = [Float](repeating: -1, count: n * blocks)
         var lanes: [Int] = []
         x.withUnsafeBufferPointer { xp in
@@ -35,7 +35,8 @@ struct KernelInt16Tests {
         for i in 0..<(n * blocks) {
             for lane in 0..<32 { ordered[32 * i + lanes[lane]] = values[32 * i + lane] }
         }
-        return (ordered, scales, sums)
+        #expect(scales.allSatisfy { s in (0..<8).allSatisfy { s[$0].bitPattern == s[0].bitPattern } }, "\(type) scale lanes")
+        return (ordered, scales.map { $0[0] }, sums)
     }
 
     @Test("activations are quantized exactly as the reference does (zero, tiny and non-finite blocks too)",

@@ -43,8 +43,8 @@ enum Int16BlockKernels {
     struct Prepared {
         /// [n, columns] int16, each block's 32 values in `laneColumns` order.
         var values: UnsafePointer<Int16>
-        /// [n, blocks]: each block's scale s.
-        var scales: UnsafePointer<Float>
+        /// [n, blocks]: each block's scale s, in all 8 lanes.
+        var scales: UnsafePointer<SIMD8<Float>>
         /// [n, blocks]: each block's sum of the fp32 inputs (offset formats only).
         var sums: UnsafePointer<Float>?
     }
@@ -55,12 +55,12 @@ enum Int16BlockKernels {
     ) {
         let columns = products.first.weights.columns
         let blocks = columns / 32
-        // Scales and sums [2, n, blocks] first, then the values on a 64-byte boundary.
-        let floatBytes = (8 * n * blocks + 63) / 64 * 64
-        let shared = pool.scratch(thread: pool.threadCount, bytes: floatBytes + 2 * n * columns)
-        let scales = shared.assumingMemoryBound(to: Float.self)
-        let sums = F.hasOffset ? scales + n * blocks : nil
-        let values = (shared + floatBytes).assumingMemoryBound(to: Int16.self)
+        // Scales [n, blocks] of 8 lanes, sums [n, blocks], then the values, each on a 64-byte boundary.
+        let sumBytes = (4 * n * blocks + 63) / 64 * 64
+        let shared = pool.scratch(thread: pool.threadCount, bytes: 32 * n * blocks + sumBytes + 2 * n * columns)
+        let scales = shared.assumingMemoryBound(to: SIMD8<Float>.self)
+        let sums = F.hasOffset ? (shared + 32 * n * blocks).assumingMemoryBound(to: Float.self) : nil
+        let values = (shared + 32 * n * blocks + sumBytes).assumingMemoryBound(to: Int16.self)
         prepare(F.self, x: x, xStride: xStride, n: n, columns: columns, values: values, scales: scales, sums: sums)
         let p = Prepared(values: values, scales: scales, sums: sums.map { UnsafePointer($0) })
 
@@ -97,14 +97,16 @@ enum Int16BlockKernels {
     }
 
     /// Quantizes each input row's blocks to int16 (`values` [n, columns] in `F.laneColumns` order,
-    /// `scales` [n, blocks]) and, with `sums`, stores each block's sum of the fp32 inputs (fixed
+    /// `scales` [n, blocks], each in all 8 lanes: the kernels multiply it by the weight scale as a
+    /// vector loaded from memory, which LLVM cannot turn back into a scalar product and a register
+    /// broadcast, one shuffle-port operation more per block and input row) and, with `sums`, stores each block's sum of the fp32 inputs (fixed
     /// order: four 8-lane vectors added pairwise, then `SIMDSupport.sum`).
     ///
     /// A block that holds an infinity or NaN gets a NaN scale (and zero values), so its products are
     /// NaN as the fp32 path's would be, instead of trapping in the conversion.
     static func prepare<F: Int16BlockFormat>(
         _ format: F.Type, x: UnsafePointer<Float>, xStride: Int, n: Int, columns: Int,
-        values: UnsafeMutablePointer<Int16>, scales: UnsafeMutablePointer<Float>, sums: UnsafeMutablePointer<Float>?
+        values: UnsafeMutablePointer<Int16>, scales: UnsafeMutablePointer<SIMD8<Float>>, sums: UnsafeMutablePointer<Float>?
     ) {
         let blocks = columns / 32
         F.laneColumns.withUnsafeBufferPointer { lanes in
@@ -128,7 +130,7 @@ enum Int16BlockKernels {
                         }
                         let out = values + i * columns + 32 * b
                         for lane in 0..<32 { out[lane] = Int16(truncatingIfNeeded: base[lanes[lane]]) }
-                        scales[i * blocks + b] = scale
+                        scales[i * blocks + b] = SIMD8(repeating: scale)
                         if let sums { sums[i * blocks + b] = total }
                     }
                 }
@@ -196,7 +198,8 @@ enum Int16BlockKernels {
             let block = row + b * F.blockBytes
             let q = F.decodeInt16(block)
             let (d, m) = HalfPrecision.loadHalfPair(block)
-            total.addProduct(dot(q, x + 32 * b), SIMD8(repeating: d * s[b]))
+            let dw = SIMD8<Float>(repeating: d)
+            total.addProduct(dot(q, x + 32 * b), dw * s[b])
             if F.hasOffset { offset.addProduct(m, p.sums.unsafelyUnwrapped[i * blocks + b]) }
         }
         return SIMDSupport.sum(total) + offset
@@ -215,10 +218,11 @@ enum Int16BlockKernels {
             let block = row + b * F.blockBytes
             let q = F.decodeInt16(block)
             let (d, m) = HalfPrecision.loadHalfPair(block)
-            t0.addProduct(dot(q, x0 + 32 * b), SIMD8(repeating: d * s0[b]))
-            t1.addProduct(dot(q, x1 + 32 * b), SIMD8(repeating: d * s1[b]))
-            t2.addProduct(dot(q, x2 + 32 * b), SIMD8(repeating: d * s2[b]))
-            t3.addProduct(dot(q, x3 + 32 * b), SIMD8(repeating: d * s3[b]))
+            let dw = SIMD8<Float>(repeating: d)
+            t0.addProduct(dot(q, x0 + 32 * b), dw * s0[b])
+            t1.addProduct(dot(q, x1 + 32 * b), dw * s1[b])
+            t2.addProduct(dot(q, x2 + 32 * b), dw * s2[b])
+            t3.addProduct(dot(q, x3 + 32 * b), dw * s3[b])
             if F.hasOffset {
                 let sum = p.sums.unsafelyUnwrapped + i * blocks + b
                 o0.addProduct(m, sum[0])
@@ -243,8 +247,9 @@ enum Int16BlockKernels {
             let block = row + b * F.blockBytes
             let q = F.decodeInt16(block)
             let (d, m) = HalfPrecision.loadHalfPair(block)
-            t0.addProduct(dot(q, x0 + 32 * b), SIMD8(repeating: d * s0[b]))
-            t1.addProduct(dot(q, x1 + 32 * b), SIMD8(repeating: d * s1[b]))
+            let dw = SIMD8<Float>(repeating: d)
+            t0.addProduct(dot(q, x0 + 32 * b), dw * s0[b])
+            t1.addProduct(dot(q, x1 + 32 * b), dw * s1[b])
             if F.hasOffset {
                 let sum = p.sums.unsafelyUnwrapped + i * blocks + b
                 o0.addProduct(m, sum[0])
