@@ -7,9 +7,9 @@ import Worker
 
 /// The default int16 activations on the real SmolLM2-135M-Instruct Q4_1 against exact fp32 ones.
 ///
-/// llama.cpp's 8-bit activations are known to flip near ties on this model (its greedy answer to
-/// this prompt can lose "Paris"); the int16 rounding (at most 2^-16 of each block's largest value)
-/// must keep the greedy answer and every step's top-2 order of the fp32 forward.
+/// 8-bit activations (llama.cpp's) round coarsely enough to flip near ties between two tokens; the
+/// int16 rounding (at most 2^-16 of each block's largest value) must keep the greedy answer and
+/// every step's top-2 order of the fp32 forward on this prompt.
 @Suite(.serialized) struct MatMulInputsTests {
     static let question = "Tell me the capital of France and one fact about it."
 

@@ -7,8 +7,8 @@ import _Builtin_intrinsics.intel
 ///
 /// Input row i's block b becomes 32 int16 values q_x = round-to-nearest-even(x * 32767 / max|x|)
 /// with one fp32 scale s = max|x| / 32767. A value's rounding error is at most half a step, 2^-16
-/// of the block's largest value: 256 times finer than llama.cpp's 8-bit activations, which turn
-/// near ties on real prompts (BENCHMARKS.md). A weight block is decoded once into two 16-lane int16
+/// of the block's largest value: ~258 times finer than 8-bit activations (llama.cpp's), whose
+/// rounding is large enough to flip near ties between two tokens. A weight block is decoded once into two 16-lane int16
 /// vectors and reused for a tile of input rows:
 ///
 ///     dot(w, x) over a block ~ (d_w * s) * sum(q_w * q_x)                  (Q8_0; Q4_0 with q - 8)
