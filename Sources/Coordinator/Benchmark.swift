@@ -147,11 +147,13 @@ extension Benchmark {
                 let y = UnsafeMutablePointer<Float>.allocate(capacity: n * w.rows)
                 defer { x.deallocate(); y.deallocate() }
                 for i in 0..<(n * w.columns) { x[i] = Float(i % 17) * 0.01 - 0.08 }
-                MatMul.multiply(w, x: x, xStride: w.columns, n: n, y: y, yStride: w.rows, pool: model.pool)
+                MatMul.multiply(w, x: x, xStride: w.columns, n: n, y: y, yStride: w.rows, pool: model.pool,
+                                inputs: model.matmulInputs)
                 var times: [Double] = []
                 for _ in 0..<runs {
                     let start = DispatchTime.now()
-                    MatMul.multiply(w, x: x, xStride: w.columns, n: n, y: y, yStride: w.rows, pool: model.pool)
+                    MatMul.multiply(w, x: x, xStride: w.columns, n: n, y: y, yStride: w.rows, pool: model.pool,
+                                    inputs: model.matmulInputs)
                     times.append(seconds(start, DispatchTime.now()))
                 }
                 let t = median(times)

@@ -14,6 +14,9 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "Worker threads (default: the cores this process may use).")
     var threads: Int?
 
+    @Option(help: ArgumentHelp(matmulInputsHelp, valueName: "fp32|int16"))
+    var matmulInputs: MatMulInputs = .int16
+
     var modelPath: String { model ?? DefaultModel.resolve() }
 
     var threadCount: Int { threads ?? ProcessInfo.processInfo.activeProcessorCount }
@@ -25,6 +28,13 @@ struct ModelOptions: ParsableArguments {
         }
     }
 }
+
+extension MatMulInputs: ExpressibleByArgument {}
+
+let matmulInputsHelp = """
+    Activations of the Q8_0/Q4_0/Q4_1 weight products: int16 rounds them per 32-value block (scale \
+    max|x|/32767) for integer products, faster; fp32 keeps them exact (matches an fp32 forward).
+    """
 
 /// Writes text to stdout now (no buffering), so generated text streams.
 func emit(_ text: String) {

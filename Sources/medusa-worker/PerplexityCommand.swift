@@ -27,6 +27,9 @@ struct PerplexityCommand: ParsableCommand {
     @Option(help: "Worker threads (default: the cores this process may use).")
     var threads: Int?
 
+    @Option(help: ArgumentHelp(matmulInputsHelp, valueName: "fp32|int16"))
+    var matmulInputs: MatMulInputs = .int16
+
     @Flag(help: "Print one JSON object: ppl, tokens_scored, chunks.")
     var json = false
 
@@ -42,7 +45,7 @@ struct PerplexityCommand: ParsableCommand {
             let text = try readTextFile(file)
             let loaded = try group.loadModel(
                 path: model ?? DefaultModel.resolve(), contextLength: ctx,
-                threads: threads ?? ProcessInfo.processInfo.activeProcessorCount)
+                threads: threads ?? ProcessInfo.processInfo.activeProcessorCount, matmulInputs: matmulInputs)
             guard ctx <= loaded.model.contextLength else {
                 throw CommandError("--ctx \(ctx) exceeds the model's context length \(loaded.model.contextLength)")
             }

@@ -48,15 +48,16 @@ struct RankGroup {
     /// until the end of the group, reports its peak memory, and exits: only rank 0 returns.
     func loadModel(_ options: ModelOptions, sequences: Int = 1, chatTemplate: ChatTemplate? = nil) throws -> LoadedModel {
         try loadModel(path: options.modelPath, contextLength: options.ctx, threads: options.threadCount,
-                      sequences: sequences, chatTemplate: chatTemplate)
+                      sequences: sequences, chatTemplate: chatTemplate, matmulInputs: options.matmulInputs)
     }
 
     func loadModel(
-        path: String, contextLength: Int, threads: Int, sequences: Int = 1, chatTemplate: ChatTemplate? = nil
+        path: String, contextLength: Int, threads: Int, sequences: Int = 1, chatTemplate: ChatTemplate? = nil,
+        matmulInputs: MatMulInputs
     ) throws -> LoadedModel {
         let loaded = try LoadedModel(
             path: path, contextLength: contextLength, threads: threads, sequences: sequences, chatTemplate: chatTemplate,
-            communicator: communicator)
+            communicator: communicator, matmulInputs: matmulInputs)
         if !isCoordinator {
             do {
                 try loaded.model.serve()

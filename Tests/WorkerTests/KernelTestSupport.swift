@@ -65,12 +65,15 @@ enum KernelTestData {
     }
 
     /// Runs `MatMul.multiply` on an array of rows and returns `n x w.rows` outputs.
-    static func multiply(_ w: WeightMatrix, _ x: [Float], n: Int, pool: ThreadPool) -> [Float] {
+    static func multiply(
+        _ w: WeightMatrix, _ x: [Float], n: Int, pool: ThreadPool, inputs: MatMulInputs = .fp32
+    ) -> [Float] {
         var y = [Float](repeating: .nan, count: n * w.rows)
         x.withUnsafeBufferPointer { xp in
             y.withUnsafeMutableBufferPointer { yp in
                 MatMul.multiply(
-                    w, x: xp.baseAddress!, xStride: w.columns, n: n, y: yp.baseAddress!, yStride: w.rows, pool: pool)
+                    w, x: xp.baseAddress!, xStride: w.columns, n: n, y: yp.baseAddress!, yStride: w.rows, pool: pool,
+                    inputs: inputs)
             }
         }
         return y
@@ -80,4 +83,7 @@ enum KernelTestData {
     static func pool(_ threads: Int) -> ThreadPool { ThreadPool(threadCount: threads, spinIterations: 2000) }
 
     static let formats: [TensorType] = [.f32, .f16, .bf16, .q8_0, .q4_0, .q4_1]
+
+    /// The formats with an int16-activation kernel.
+    static let blockFormats: [TensorType] = [.q8_0, .q4_0, .q4_1]
 }

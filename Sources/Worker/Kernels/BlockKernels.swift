@@ -57,25 +57,8 @@ enum BlockKernels {
             precondition(!F.hasOffset, "offset formats take their block sums from prepare")
             (xp, stride, sums) = (x, xStride, nil)
         }
-        // Each product's rows in chunks; task t is a chunk of the product whose range holds it.
-        var chunks = (0, 0, 0), firstTask = (0, 0, 0)
-        var tasks = 0
-        for k in 0..<products.count {
-            let rows = products[k].weights.rows
-            let chunk = MatMul.rowsPerTask(rows: rows, threads: pool.threadCount)
-            switch k {
-            case 0: (chunks.0, firstTask.0) = (chunk, tasks)
-            case 1: (chunks.1, firstTask.1) = (chunk, tasks)
-            default: (chunks.2, firstTask.2) = (chunk, tasks)
-            }
-            tasks += (rows + chunk - 1) / chunk
-        }
-        pool.run(taskCount: tasks) { task in
-            let k = products.count > 2 && task >= firstTask.2 ? 2 : (products.count > 1 && task >= firstTask.1 ? 1 : 0)
-            let (chunk, first) = k == 0 ? (chunks.0, firstTask.0) : (k == 1 ? (chunks.1, firstTask.1) : (chunks.2, firstTask.2))
-            let product = products[k]
+        MatMul.forEachChunk(products, pool: pool) { product, rows in
             let w = product.weights, y = product.y, yStride = product.yStride
-            let rows = (task - first) * chunk..<min(w.rows, (task - first + 1) * chunk)
             if n == 1 {
                 for r in rows {
                     y[r] = single(F.self, w.row(r), blocks: blocks, x: xp, sums: sums)

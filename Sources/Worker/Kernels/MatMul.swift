@@ -1,17 +1,29 @@
+/// How the block formats' kernels (Q8_0, Q4_0, Q4_1) take the activations (`--matmul-inputs`).
+/// Other formats always multiply exact fp32 activations.
+public enum MatMulInputs: String, Sendable, CaseIterable, Codable {
+    /// Exact fp32 activations FMA'd with the decoded weights (`BlockKernels`): matches an fp32 forward.
+    case fp32
+    /// Activations rounded to int16 per 32-value block, integer products (`Int16BlockKernels`):
+    /// faster; a relative error of at most 2^-16 of each block's largest activation.
+    case int16
+}
+
 /// Multiplies activation rows by a weight matrix: the one kernel entry point of the forward pass.
 public enum MatMul {
     /// `y[i * yStride + r] = sum_c x[i * xStride + c] * W[r, c]` for i in 0..<n, r in 0..<w.rows.
     ///
     /// Output rows are split across `pool`. Each output value is computed by one thread with the same
-    /// operations in the same order whatever `n` and the split are (batch invariance).
+    /// operations in the same order whatever `n` and the split are (batch invariance). `inputs`
+    /// chooses the block formats' kernel (exact fp32 unless asked).
     public static func multiply(
         _ w: WeightMatrix, x: UnsafePointer<Float>, xStride: Int, n: Int,
-        y: UnsafeMutablePointer<Float>, yStride: Int, pool: ThreadPool
+        y: UnsafeMutablePointer<Float>, yStride: Int, pool: ThreadPool, inputs: MatMulInputs = .fp32
     ) {
         precondition(n >= 0 && xStride >= w.columns && (n <= 1 || yStride >= w.rows), "bad strides")
         guard n > 0, w.rows > 0 else { return }
         if BlockKernels.handles(w.type) {
-            BlockKernels.multiply(Products(Product(w, y: y, yStride: yStride)), x: x, xStride: xStride, n: n, pool: pool)
+            blockMultiply(Products(Product(w, y: y, yStride: yStride)), x: x, xStride: xStride, n: n, pool: pool,
+                          inputs: inputs)
             return
         }
         let chunk = rowsPerTask(rows: w.rows, threads: pool.threadCount)
@@ -65,7 +77,8 @@ public enum MatMul {
     /// the matrices share a block format and width (QKV, gate and up); one job each otherwise. Each
     /// output value is computed exactly as `multiply` computes it.
     public static func multiply(
-        _ products: Products, x: UnsafePointer<Float>, xStride: Int, n: Int, pool: ThreadPool
+        _ products: Products, x: UnsafePointer<Float>, xStride: Int, n: Int, pool: ThreadPool,
+        inputs: MatMulInputs = .fp32
     ) {
         let type = products.first.weights.type, columns = products.first.weights.columns
         let fusable = BlockKernels.handles(type) && n > 0
@@ -75,12 +88,47 @@ public enum MatMul {
                     && xStride >= columns && (n <= 1 || products[$0].yStride >= w.rows)
             }
         if fusable {
-            BlockKernels.multiply(products, x: x, xStride: xStride, n: n, pool: pool)
+            blockMultiply(products, x: x, xStride: xStride, n: n, pool: pool, inputs: inputs)
         } else {
             for k in 0..<products.count {
                 let p = products[k]
-                multiply(p.weights, x: x, xStride: xStride, n: n, y: p.y, yStride: p.yStride, pool: pool)
+                multiply(p.weights, x: x, xStride: xStride, n: n, y: p.y, yStride: p.yStride, pool: pool, inputs: inputs)
             }
+        }
+    }
+
+    private static func blockMultiply(
+        _ products: Products, x: UnsafePointer<Float>, xStride: Int, n: Int, pool: ThreadPool, inputs: MatMulInputs
+    ) {
+        switch inputs {
+        case .fp32: BlockKernels.multiply(products, x: x, xStride: xStride, n: n, pool: pool)
+        case .int16: Int16BlockKernels.multiply(products, x: x, xStride: xStride, n: n, pool: pool)
+        }
+    }
+
+    /// Runs `body(product, rows)` over every product's rows in chunks of `rowsPerTask`, as one job
+    /// of `pool` (task t is a chunk of the product whose range holds it).
+    @inline(__always)
+    static func forEachChunk(
+        _ products: Products, pool: ThreadPool, _ body: (_ product: Product, _ rows: Range<Int>) -> Void
+    ) {
+        var chunks = (0, 0, 0), firstTask = (0, 0, 0)
+        var tasks = 0
+        for k in 0..<products.count {
+            let rows = products[k].weights.rows
+            let chunk = rowsPerTask(rows: rows, threads: pool.threadCount)
+            switch k {
+            case 0: (chunks.0, firstTask.0) = (chunk, tasks)
+            case 1: (chunks.1, firstTask.1) = (chunk, tasks)
+            default: (chunks.2, firstTask.2) = (chunk, tasks)
+            }
+            tasks += (rows + chunk - 1) / chunk
+        }
+        pool.run(taskCount: tasks) { task in
+            let k = products.count > 2 && task >= firstTask.2 ? 2 : (products.count > 1 && task >= firstTask.1 ? 1 : 0)
+            let (chunk, first) = k == 0 ? (chunks.0, firstTask.0) : (k == 1 ? (chunks.1, firstTask.1) : (chunks.2, firstTask.2))
+            let product = products[k]
+            body(product, (task - first) * chunk..<min(product.weights.rows, (task - first + 1) * chunk))
         }
     }
 

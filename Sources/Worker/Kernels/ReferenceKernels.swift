@@ -65,4 +65,77 @@ public enum ReferenceKernels {
         }
         return y
     }
+
+    /// The int16 path's activations for one row of whole 32-value blocks, in column order: per block
+    /// the scale s = max|x| / 32767 and q = round-to-nearest-even(x * (32767 / max|x|)) (0 for an
+    /// all-zero block). A block holding an infinity or NaN gets scale NaN and q = 0.
+    public static func quantizeInt16(_ x: ArraySlice<Float>) -> (values: [Int16], scales: [Float]) {
+        precondition(x.count % 32 == 0, "\(x.count) values are not whole 32-value blocks")
+        var values = [Int16](repeating: 0, count: x.count)
+        var scales = [Float](repeating: 0, count: x.count / 32)
+        for b in 0..<(x.count / 32) {
+            let block = x[(x.startIndex + 32 * b)..<(x.startIndex + 32 * b + 32)]
+            guard block.allSatisfy(\.isFinite) else {
+                scales[b] = .nan
+                continue
+            }
+            var largest: Float = 0
+            for v in block { largest = max(largest, abs(v)) }
+            scales[b] = largest / 32767
+            let inverse: Float = largest > 0 ? 32767 / largest : 0
+            for (j, v) in block.enumerated() {
+                values[32 * b + j] = Int16((v * inverse).rounded(.toNearestOrEven))
+            }
+        }
+        return (values, scales)
+    }
+
+    /// A Q8_0, Q4_0 or Q4_1 block's integer values (Q4_0: q - 8) and its scale d and minimum m (0
+    /// but for Q4_1): the weights are d * q (+ m).
+    public static func blockIntegers(_ type: TensorType, _ block: UnsafeRawPointer) -> (q: [Int], d: Float, m: Float) {
+        var q = [Int](repeating: 0, count: 32)
+        switch type {
+        case .q8_0:
+            for j in 0..<32 { q[j] = Int(Int8(bitPattern: block.load(fromByteOffset: 2 + j, as: UInt8.self))) }
+            return (q, HalfPrecision.loadHalf(block), 0)
+        case .q4_0, .q4_1:
+            let start = type == .q4_0 ? 2 : 4, centre = type == .q4_0 ? 8 : 0
+            for j in 0..<16 {
+                let byte = block.load(fromByteOffset: start + j, as: UInt8.self)
+                q[j] = Int(byte & 0x0f) - centre
+                q[j + 16] = Int(byte >> 4) - centre
+            }
+            return (q, HalfPrecision.loadHalf(block), type == .q4_1 ? HalfPrecision.loadHalf(block, 2) : 0)
+        default:
+            preconditionFailure("\(type) has no integer blocks")
+        }
+    }
+
+    /// The int16 path's products (`MatMulInputs.int16`) for Q8_0, Q4_0 and Q4_1 weights: x
+    /// quantized by `quantizeInt16`, per block the exact integer sum(q_w * q_x) times d_w * s, plus
+    /// m_w * sum(x) of the fp32 inputs for Q4_1; products and sums in Double, rounded once.
+    public static func multiplyInt16(_ w: WeightMatrix, x: [Float], n: Int) -> [Float] {
+        precondition(x.count >= n * w.columns, "x holds fewer than \(n) rows of \(w.columns)")
+        let blocks = w.columns / 32
+        let quantized = (0..<n).map { quantizeInt16(x[($0 * w.columns)..<(($0 + 1) * w.columns)]) }
+        var y = [Float](repeating: 0, count: n * w.rows)
+        for r in 0..<w.rows {
+            let weights = (0..<blocks).map { blockIntegers(w.type, w.row(r) + $0 * w.type.bytesPerBlock) }
+            for i in 0..<n {
+                var sum = 0.0
+                for b in 0..<blocks {
+                    let (q, d, m) = weights[b]
+                    var integer = 0
+                    var inputs = 0.0
+                    for j in 0..<32 {
+                        integer += q[j] * Int(quantized[i].values[32 * b + j])
+                        inputs += Double(x[i * w.columns + 32 * b + j])
+                    }
+                    sum += Double(integer) * Double(d) * Double(quantized[i].scales[b]) + Double(m) * inputs
+                }
+                y[i * w.rows + r] = Float(sum)
+            }
+        }
+        return y
+    }
 }

@@ -60,6 +60,8 @@ public final class LlamaModel: @unchecked Sendable {
     private let buffers: StepBuffers
     /// When set, every forward and LM-head call adds its time split here.
     public var profile: StepProfile?
+    /// How the quantized weight matrices take their inputs (`--matmul-inputs`).
+    public let matmulInputs: MatMulInputs
 
     /// - Parameters:
     ///   - weights: the whole model's weights; the model keeps this rank's slices of them.
@@ -67,14 +69,18 @@ public final class LlamaModel: @unchecked Sendable {
     ///   - maxStepTokens: the most tokens one step may carry (prefill is split into such steps).
     ///   - sequences: how many sequences can share a step, each with its own cache of `contextLength`.
     ///   - communicator: the tensor-parallel group; this process is its rank.
+    ///   - matmulInputs: int16 (the default: faster, activations rounded per block to 2^-16 of the
+    ///     block's largest) or exact fp32 activations for the Q8_0/Q4_0/Q4_1 weight products.
     public init(
         config: LlamaConfig, weights: LlamaWeights, contextLength: Int, maxStepTokens: Int = 512,
-        threads: Int, sequences: Int = 1, communicator: any Communicator = SingleProcessCommunicator()
+        threads: Int, sequences: Int = 1, communicator: any Communicator = SingleProcessCommunicator(),
+        matmulInputs: MatMulInputs = .int16
     ) throws(ShardError) {
         precondition(sequences >= 1, "a model needs at least one sequence slot")
         let layout = try ShardLayout(config: config, rank: communicator.rank, size: communicator.size)
         self.layout = layout
         self.config = config
+        self.matmulInputs = matmulInputs
         self.weights = try weights.shard(layout, config: config)
         let capacity = max(1, min(contextLength, config.contextLength))
         caches = (0..<sequences).map { _ in
@@ -93,12 +99,13 @@ public final class LlamaModel: @unchecked Sendable {
     /// Opens a GGUF file and builds this rank's part of the model on it.
     public convenience init(
         gguf: GGUFFile, contextLength: Int = 2048, maxStepTokens: Int = 512, threads: Int, sequences: Int = 1,
-        communicator: any Communicator = SingleProcessCommunicator()
+        communicator: any Communicator = SingleProcessCommunicator(), matmulInputs: MatMulInputs = .int16
     ) throws {
         let config = try LlamaConfig(gguf: gguf)
         let weights = try LlamaWeights(gguf: gguf, config: config)
         try self.init(config: config, weights: weights, contextLength: contextLength,
-                      maxStepTokens: maxStepTokens, threads: threads, sequences: sequences, communicator: communicator)
+                      maxStepTokens: maxStepTokens, threads: threads, sequences: sequences, communicator: communicator,
+                      matmulInputs: matmulInputs)
     }
 
     /// The cache of sequence 0: the only one of a single-sequence model.
@@ -256,7 +263,7 @@ public final class LlamaModel: @unchecked Sendable {
             MatMul.multiply(
                 .init(.init(layer.query, y: b.q, yStride: qDim), .init(layer.key, y: b.k, yStride: kvDim),
                       .init(layer.value, y: b.v, yStride: kvDim)),
-                x: b.normed, xStride: hidden, n: n, pool: pool)
+                x: b.normed, xStride: hidden, n: n, pool: pool, inputs: matmulInputs)
             clock.lap(.matmul)
             for i in 0..<n {
                 rotary.apply(b.q + i * qDim, heads: layout.localHeadCount, token: i)
@@ -266,7 +273,8 @@ public final class LlamaModel: @unchecked Sendable {
             storeKeysAndValues(layer: l, n: n)
             attend(layer: l, n: n, mask: mask)
             clock.lap(.attention)
-            MatMul.multiply(layer.output, x: b.attention, xStride: qDim, n: n, y: b.projected, yStride: hidden, pool: pool)
+            MatMul.multiply(layer.output, x: b.attention, xStride: qDim, n: n, y: b.projected, yStride: hidden, pool: pool,
+                            inputs: matmulInputs)
             clock.lap(.matmul)
             try allreduce(b.projected, count: n * hidden, clock: &clock)
             VectorOps.add(b.projected, to: b.x, count: n * hidden)
@@ -277,11 +285,12 @@ public final class LlamaModel: @unchecked Sendable {
             let ffn = layout.localFFN
             MatMul.multiply(
                 .init(.init(layer.gate, y: b.gate, yStride: ffn), .init(layer.up, y: b.up, yStride: ffn)),
-                x: b.normed, xStride: hidden, n: n, pool: pool)
+                x: b.normed, xStride: hidden, n: n, pool: pool, inputs: matmulInputs)
             clock.lap(.matmul)
             VectorOps.swiglu(b.gate, b.up, count: n * ffn)
             clock.lap(.other)
-            MatMul.multiply(layer.down, x: b.gate, xStride: ffn, n: n, y: b.projected, yStride: hidden, pool: pool)
+            MatMul.multiply(layer.down, x: b.gate, xStride: ffn, n: n, y: b.projected, yStride: hidden, pool: pool,
+                            inputs: matmulInputs)
             clock.lap(.matmul)
             try allreduce(b.projected, count: n * hidden, clock: &clock)
             VectorOps.add(b.projected, to: b.x, count: n * hidden)
@@ -307,7 +316,7 @@ public final class LlamaModel: @unchecked Sendable {
     public func logits(hidden: UnsafePointer<Float>, rows: Int, into out: UnsafeMutablePointer<Float>) {
         var clock = ProfileClock(profile)
         MatMul.multiply(weights.output, x: hidden, xStride: config.hiddenSize, n: rows,
-                        y: out, yStride: config.vocabularySize, pool: pool)
+                        y: out, yStride: config.vocabularySize, pool: pool, inputs: matmulInputs)
         clock.lap(.lmHead)
     }
 
