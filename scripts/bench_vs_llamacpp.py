@@ -5,7 +5,10 @@ same thread count, alternating runs in one session. Prints a table and the ratio
 The reference is llama.cpp as built by `pip install llama-cpp-python==0.3.36` (about 15 minutes on
 2 cores; not part of `make test`).
 
-    scripts/bench_vs_llamacpp.py [--model PATH] [--threads 1 2] [--tokens 200] [--runs 5]
+    scripts/bench_vs_llamacpp.py [--model PATH] [--threads 1 2] [--tokens 200] [--runs 5] \
+        [--matmul-inputs int16 [fp32]]
+
+With several --matmul-inputs, each round runs ours once per setting, then llama.cpp once.
 
 Both sides decode exactly --tokens tokens after the prompt (end-of-generation ignored) and report
 decode tokens/s excluding the prompt: ours from `generate --json` (`tokens_per_second`), llama.cpp's
@@ -29,10 +32,10 @@ DEFAULT_PROMPT = ("<|im_start|>user\nWrite a short story about a robot learning 
                   "<|im_start|>assistant\n")
 
 
-def ours(binary, model, prompt, threads, tokens):
+def ours(binary, model, prompt, threads, tokens, inputs):
     out = subprocess.run(
         [binary, "generate", "--model", model, "--prompt", prompt, "--max-tokens", str(tokens),
-         "--ignore-eos", "--threads", str(threads), "--json"],
+         "--ignore-eos", "--threads", str(threads), "--matmul-inputs", inputs, "--json"],
         check=True, capture_output=True, text=True).stdout
     result = json.loads(out.strip().splitlines()[-1])
     assert result["completion_tokens"] == tokens, result
@@ -87,6 +90,8 @@ def main():
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--tokens", type=int, default=200)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--matmul-inputs", nargs="+", default=["int16"], choices=["int16", "fp32"],
+                        help="our activation rounding(s) to measure (default: int16, the default of medusa-worker)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument("--reference-run", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--prompt-ids", help=argparse.SUPPRESS)
@@ -103,29 +108,35 @@ def main():
     prompt = prompt_tokens(args.binary, args.model, args.prompt)
     rows = []
     for threads in args.threads:
-        mine, theirs = [], []
-        same_tokens = True
+        mine = {inputs: [] for inputs in args.matmul_inputs}
+        theirs = []
+        same_tokens = {inputs: True for inputs in args.matmul_inputs}
         for _ in range(args.runs):
-            rate, ids = ours(args.binary, args.model, args.prompt, threads, args.tokens)
-            mine.append(rate)
+            ours_ids = {}
+            for inputs in args.matmul_inputs:
+                rate, ours_ids[inputs] = ours(args.binary, args.model, args.prompt, threads, args.tokens, inputs)
+                mine[inputs].append(rate)
             rate, ref_ids = reference_run(args.model, threads, prompt, args.tokens)
             theirs.append(rate)
-            same_tokens = same_tokens and ids == ref_ids
-        rows.append({
-            "threads": threads, "prompt_tokens": len(prompt), "tokens": args.tokens, "runs": args.runs,
-            "medusa_tp_tok_s": statistics.median(mine), "llama_cpp_tok_s": statistics.median(theirs),
-            "ratio": statistics.median(mine) / statistics.median(theirs),
-            "medusa_tp_runs": [round(r, 1) for r in mine], "llama_cpp_runs": [round(r, 1) for r in theirs],
-            "same_greedy_tokens": same_tokens,
-        })
+            for inputs in args.matmul_inputs:
+                same_tokens[inputs] = same_tokens[inputs] and ours_ids[inputs] == ref_ids
+        reference = statistics.median(theirs)
+        for inputs in args.matmul_inputs:
+            rows.append({
+                "threads": threads, "matmul_inputs": inputs, "prompt_tokens": len(prompt), "tokens": args.tokens,
+                "runs": args.runs, "medusa_tp_tok_s": statistics.median(mine[inputs]), "llama_cpp_tok_s": reference,
+                "ratio": statistics.median(mine[inputs]) / reference,
+                "medusa_tp_runs": [round(r, 1) for r in mine[inputs]], "llama_cpp_runs": [round(r, 1) for r in theirs],
+                "same_greedy_tokens": same_tokens[inputs],
+            })
     if args.json:
         print(json.dumps(rows))
         return
     print(f"model {os.path.basename(args.model)}, prompt {len(prompt)} tokens, {args.tokens} tokens, "
           f"median of {args.runs} alternating runs")
-    print("threads  medusa-tp tok/s  llama.cpp tok/s  ratio  same greedy tokens")
+    print("threads  inputs  medusa-tp tok/s  llama.cpp tok/s  ratio  same greedy tokens")
     for r in rows:
-        print(f"{r['threads']:>7}  {r['medusa_tp_tok_s']:>15.1f}  {r['llama_cpp_tok_s']:>15.1f}  "
+        print(f"{r['threads']:>7}  {r['matmul_inputs']:>6}  {r['medusa_tp_tok_s']:>15.1f}  {r['llama_cpp_tok_s']:>15.1f}  "
               f"{r['ratio']:>5.2f}  {r['same_greedy_tokens']}")
 
 
