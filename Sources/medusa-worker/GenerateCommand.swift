@@ -110,6 +110,14 @@ struct GenerateCommand: ParsableCommand {
                     per_head_acceptance: result.medusa?.perHeadAcceptance, tree_nodes: medusa?.tree.count))
             } else {
                 emit("\n")
+                // Timings on stderr, as llama.cpp prints its own: stdout stays the answer.
+                let decodeRate = result.decodeSeconds > 0 ? Double(max(result.tokens.count - 1, 0)) / result.decodeSeconds : 0
+                var summary = String(format: "[prompt %d tokens in %.2f s; %d tokens, %.1f tok/s", result.promptTokens,
+                                     result.prefillSeconds, result.tokens.count, decodeRate)
+                if let stats = result.medusa {
+                    summary += String(format: "; Medusa: %d verify steps, %.2f tokens per step", stats.steps, stats.meanAcceptedTokens)
+                }
+                progress(summary + "]\n")
             }
         }
     }
