@@ -63,6 +63,9 @@ struct TrainHeadsCommand: ParsableCommand {
     @Option(help: "The vocabulary of the training softmax: `seen` (the tokens of the training answers; training is several times faster, and the heads file lists them as the heads' candidate tokens, so decoding scores only those LM-head rows; shared LM head only) or `full` (default: seen with a shared LM head, full with own LM heads). Held-out accuracy is over the full vocabulary either way.")
     var trainVocabulary: TrainVocabulary?
 
+    @Option(help: "Storage of the heads file's matrices: f32, f16 (half the size) or bf16. Training is fp32 either way; --resume of a finished run writes the file again in another storage.")
+    var dtype: HeadsStorage = .f32
+
     @Option(help: "Passes over the training rows.")
     var epochs: Int = 1
 
@@ -90,6 +93,18 @@ struct TrainHeadsCommand: ParsableCommand {
 
     enum TrainVocabulary: String, ExpressibleByArgument, CaseIterable {
         case seen, full
+    }
+
+    enum HeadsStorage: String, ExpressibleByArgument, CaseIterable {
+        case f32, f16, bf16
+
+        var type: TensorType {
+            switch self {
+            case .f32: .f32
+            case .f16: .f16
+            case .bf16: .bf16
+            }
+        }
     }
 
     private var vocabulary: TrainVocabulary { trainVocabulary ?? (lmHead == .sharedLmHead ? .seen : .full) }
@@ -312,7 +327,7 @@ struct TrainHeadsCommand: ParsableCommand {
         try MedusaHeadWeights.write(
             blocks: exported.blocks, lmHeads: exported.lmHeads, hiddenSize: h, vocabularySize: fullVocabulary,
             baseModel: "\(base.file) sha256:\(base.sha256)", to: out + "/" + MedusaHeadWeights.weightsFileNames[0],
-            candidateTokens: candidateTokens)
+            dtype: dtype.type, candidateTokens: candidateTokens)
         let record: [String: Any] = [
             "format": MedusaHeadWeights.formatName,
             "base_model": ["file": base.file, "sha256": base.sha256],
@@ -323,7 +338,7 @@ struct TrainHeadsCommand: ParsableCommand {
             "max_tokens": maxTokens, "temperature": Double("\(temperature)") ?? 0, "epochs": epochs, "lr": Double("\(lr)") ?? 0,
             "batch": batch, "steps": trainer.step, "seed": seed, "answers_per_prompt": answersPerPrompt,
             "extra_temperature": Double("\(extraTemperature)") ?? 0,
-            "train_vocabulary": vocabulary.rawValue, "train_vocabulary_tokens": trainingVocabulary,
+            "train_vocabulary": vocabulary.rawValue, "train_vocabulary_tokens": trainingVocabulary, "dtype": dtype.rawValue,
             "command": (["medusa-worker"] + CommandLine.arguments.dropFirst()).joined(separator: " "),
             "held_out_top1_accuracy": top1Accuracy, "held_out_top5_accuracy": top5Accuracy,
         ]

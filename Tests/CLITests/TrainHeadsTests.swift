@@ -35,6 +35,15 @@ import Worker
         let resumed = try BinaryRunner.run(train + ["--resume"])
         #expect(resumed.status == 0, "\(resumed.stderr)")
         #expect(resumed.stderr.contains("already in"), "\(resumed.stderr)")
+        // Resuming a finished run with another --dtype writes the same heads in that storage.
+        let f32Size = try FileManager.default.attributesOfItem(atPath: out + "/medusa_heads.safetensors")[.size] as? Int ?? 0
+        let half = try BinaryRunner.run(train + ["--resume", "--dtype", "f16"])
+        #expect(half.status == 0, "\(half.stderr)")
+        let f16Size = try FileManager.default.attributesOfItem(atPath: out + "/medusa_heads.safetensors")[.size] as? Int ?? 0
+        #expect(f16Size > 0 && f16Size < f32Size * 6 / 10, "f32 \(f32Size) bytes, f16 \(f16Size)")
+        let halfConfig = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/config.json"))) as? [String: Any]
+        #expect(halfConfig?["dtype"] as? String == "f16")
+        _ = try BinaryRunner.run(train + ["--resume"])
         let changed = try BinaryRunner.run(train + ["--resume", "--max-tokens", "20"])
         #expect(changed.status != 0)
         #expect(changed.stderr.contains("made with other settings"), "\(changed.stderr)")
