@@ -19,7 +19,8 @@ release: setup
 	$(SWIFT) build -c release
 
 demo: release
-	$(SWIFT) run -c release --skip-build medusa-worker generate --chat "Tell me the capital of France and one fact about it." --max-tokens 96
+	$(SWIFT) run -c release --skip-build medusa-worker generate --chat "Tell me the capital of France and one fact about it." --max-tokens 96 \
+		--heads models/smollm2-135m-instruct-medusa --tree models/smollm2-135m-instruct-medusa/tree.json
 
 test: setup
 	$(SWIFT) build $(SWIFT_TEST_FLAGS) --build-tests

@@ -71,6 +71,6 @@ let package = Package(
         .testTarget(name: "CollectivesTests", dependencies: ["Collectives", "TestSupport"]),
         .testTarget(name: "WorkerTests", dependencies: ["Worker", "Medusa", "TestSupport"], swiftSettings: simdFlags),
         .testTarget(name: "CoordinatorTests", dependencies: ["Coordinator", "Worker", "Medusa", "TestSupport"]),
-        .testTarget(name: "CLITests", dependencies: ["Worker", "Medusa", "TestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["Worker", "Medusa", "Coordinator", "TestSupport"]),
     ]
 )

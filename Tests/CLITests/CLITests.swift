@@ -1,3 +1,4 @@
+import Coordinator
 import Foundation
 import TestSupport
 import Testing
@@ -150,6 +151,29 @@ import Worker
         let text = json["text"] as? String ?? ""
         #expect(text.contains("Paris"), "answer was: \(text)")
         #expect(json["prompt_tokens"] as? Int == 37)
+    }
+}
+
+/// The heads shipped for the default model (models/smollm2-135m-instruct-medusa).
+@Suite struct ShippedHeadsTests {
+    static var folder: String { TestData.repositoryRoot + "/models/smollm2-135m-instruct-medusa" }
+
+    @Test("the shipped heads were made for the default model file, and Medusa with them answers as plain decoding")
+    func shippedHeadsMatchTheModelAndKeepGreedyOutput() throws {
+        guard let model = try TestData.model() else { return }
+        let config = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: Self.folder + "/config.json")))
+            as? [String: Any]
+        let recorded = (config?["base_model"] as? [String: Any])?["sha256"] as? String
+        #expect(recorded == (try sha256Hex(ofFile: model)), "the heads' config.json names another model file")
+        let generate = ["generate", "--model", model, "--chat", "Name three uses of a paperclip.", "--max-tokens", "64",
+                        "--threads", "2", "--json"]
+        let plain = try BinaryRunner.run(generate)
+        let medusa = try BinaryRunner.run(generate + ["--heads", Self.folder, "--tree", Self.folder + "/tree.json"])
+        #expect(medusa.status == 0, "\(medusa.stderr)")
+        #expect(try medusa.json()["token_ids"] as? [Int] == plain.json()["token_ids"] as? [Int])
+        // The heads guess some tokens right: fewer verify steps than tokens.
+        let accepted = try medusa.json()["mean_accepted_tokens"] as? Double ?? 0
+        #expect(accepted > 1.05, "mean accepted tokens per step \(accepted)")
     }
 }
 
