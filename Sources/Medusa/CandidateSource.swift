@@ -63,7 +63,8 @@ public final class MedusaHeads: CandidateSource {
                     let x = states.baseAddress! + k * h
                     x.update(from: hidden, count: h)
                     for block in weights.heads[k].blocks {
-                        MatMul.multiply(block.weight, x: x, xStride: h, n: 1, y: product.baseAddress!, yStride: h, pool: pool)
+                        MatMul.multiply(block.weight, x: x, xStride: h, n: 1, y: product.baseAddress!, yStride: h, pool: pool,
+                                        inputs: model.matmulInputs)
                         for i in 0..<h {
                             let z = product[i] + block.bias[i]
                             x[i] += z / (1 + expf(-z))
@@ -73,15 +74,16 @@ public final class MedusaHeads: CandidateSource {
             }
             logits.withUnsafeMutableBufferPointer { out in
                 if let candidateLMHead {
+                    // The base LM head's rows, multiplied as `model.logits` multiplies the whole.
                     MatMul.multiply(candidateLMHead, x: states.baseAddress!, xStride: h, n: used,
-                                    y: out.baseAddress!, yStride: v, pool: pool)
+                                    y: out.baseAddress!, yStride: v, pool: pool, inputs: model.matmulInputs)
                 } else if weights.sharesLMHead {
                     // All heads' states through the base LM head as one matmul of `used` rows.
                     model.logits(hidden: states.baseAddress!, rows: used, into: out.baseAddress!)
                 } else {
                     for k in 0..<used {
                         MatMul.multiply(weights.heads[k].lmHead!, x: states.baseAddress! + k * h, xStride: h, n: 1,
-                                        y: out.baseAddress! + k * v, yStride: v, pool: pool)
+                                        y: out.baseAddress! + k * v, yStride: v, pool: pool, inputs: model.matmulInputs)
                     }
                 }
             }
