@@ -169,9 +169,6 @@ public final class DistillationSet {
 
     deinit { close(lock) }
 
-    /// Prompts with at least one answer.
-    public var answeredPrompts: Set<Int> { Set(answers.map(\.prompt)) }
-
     /// The answers already made.
     public var answered: Set<AnswerKey> { Set(answers.map { AnswerKey(prompt: $0.prompt, variant: $0.variant) }) }
 

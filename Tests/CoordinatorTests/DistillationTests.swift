@@ -22,7 +22,7 @@ import Worker
         set = nil
         let reopened = try DistillationSet(directory: dir, provenance: Self.provenance)
         #expect(reopened.answers == answers)
-        #expect(reopened.answeredPrompts == [3, 5])
+        #expect(reopened.answered == [.init(prompt: 3, variant: 0), .init(prompt: 5, variant: 0)])
         let (hidden, tokens) = try reopened.load()
         #expect(hidden == (0..<20).map(Float.init))
         #expect(tokens == [10, 11, 12, 20, 21])
@@ -39,7 +39,6 @@ import Worker
         set = nil
         let reopened = try DistillationSet(directory: dir, provenance: Self.provenance)
         #expect(reopened.answered == [.init(prompt: 2, variant: 0), .init(prompt: 2, variant: 1)])
-        #expect(reopened.answeredPrompts == [2])
         #expect(reopened.targets(tokens: try reopened.load().tokens, heads: 1) == [[8, -1, 10, -1]])
         // Answers written before variants existed read as first answers.
         let old = try JSONDecoder().decode(DistillationSet.Answer.self, from: Data("{\"prompt\": 4, \"start\": 0, \"count\": 1}".utf8))
