@@ -38,9 +38,13 @@ let package = Package(
 
         // Process group and collective communication. The only module that imports MPI.
         .target(name: "Collectives", dependencies: ["CMPI"]),
+        // Kernels that pick an instruction set at run time (AVX-512 VNNI), which Swift cannot enable
+        // per function: C with per-function target attributes and a CPUID check. fp contraction
+        // off: every variant must round the same operations the same way.
+        .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3", "-ffp-contract=off"])]),
         // Model, weight files, kernels, KV cache, forward pass.
         .target(
-            name: "Worker", dependencies: ["Collectives", "COpenBLAS"],
+            name: "Worker", dependencies: ["Collectives", "COpenBLAS", "CKernels"],
             swiftSettings: simdFlags),
         // Medusa heads, candidate tree, acceptance, and the heads' training.
         .target(name: "Medusa", dependencies: ["Worker", "COpenBLAS"], swiftSettings: simdFlags),

@@ -14,7 +14,7 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "Worker threads (default: the cores this process may use).")
     var threads: Int?
 
-    @Option(help: ArgumentHelp(matmulInputsHelp, valueName: "fp32|int16"))
+    @Option(help: ArgumentHelp(matmulInputsHelp, valueName: "fp32|int16|int8"))
     var matmulInputs: MatMulInputs = .int16
 
     var modelPath: String { model ?? DefaultModel.resolve() }
@@ -33,7 +33,9 @@ extension MatMulInputs: ExpressibleByArgument {}
 
 let matmulInputsHelp = """
     Activations of the Q8_0/Q4_0/Q4_1 weight products: int16 rounds them per 32-value block (scale \
-    max|x|/32767) for integer products, faster; fp32 keeps them exact (matches an fp32 forward).
+    max|x|/32767) for integer products, faster; int8 rounds them to 8 bits per block as llama.cpp \
+    does (scale max|x|/127; one instruction per block on AVX-512 VNNI CPUs); fp32 keeps them exact \
+    (matches an fp32 forward).
     """
 
 /// Writes text to stdout now (no buffering), so generated text streams.

@@ -27,7 +27,7 @@ struct PerplexityCommand: ParsableCommand {
     @Option(help: "Worker threads (default: the cores this process may use).")
     var threads: Int?
 
-    @Option(help: ArgumentHelp(matmulInputsHelp, valueName: "fp32|int16"))
+    @Option(help: ArgumentHelp(matmulInputsHelp, valueName: "fp32|int16|int8"))
     var matmulInputs: MatMulInputs = .int16
 
     @Flag(help: "Print one JSON object: ppl, tokens_scored, chunks.")

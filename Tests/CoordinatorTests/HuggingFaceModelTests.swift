@@ -86,7 +86,8 @@ import Worker
                 let a = try LoadedModel(path: p.gguf, contextLength: 64, threads: 1, matmulInputs: inputs)
                 let tokens = a.tokenizer.encode("The quick brown fox", addSpecial: true, parseSpecial: true)
                 let d = Self.largestDifference(try Self.logits(b, tokens), try Self.logits(a, tokens))
-                let allowed = type == .f32 ? 1e-5 : (inputs == .fp32 ? 1e-4 : 2e-3)
+                // int8 inputs (256 times coarser than int16) moved them by 0.11 (measured).
+                let allowed = type == .f32 ? 1e-5 : (inputs == .fp32 ? 1e-4 : (inputs == .int16 ? 2e-3 : 0.25))
                 #expect(d < Float(allowed), "\(type) \(inputs): \(d)")
             }
         }

@@ -91,8 +91,10 @@ import Testing
         // the summation order differs (measured <= 4e-6; F16/BF16 never round their inputs). int16
         // inputs move each product by up to 2^-16 of a block's largest input; through this random
         // model's layers that reached 4e-4 (Q8_0, Q4_0) and 1.1e-3 (Q4_1) relative. 5e-3 keeps a
-        // factor of 4 and still catches a wrong scale or lane order (errors of order 1).
-        let allowed = inputs == .fp32 || !BlockKernels.handles(type) ? 1e-4 : 5e-3
+        // factor of 4 and still catches a wrong scale or lane order (errors of order 1). int8 inputs
+        // round 256 times more coarsely: 0.10-0.11 relative here (measured); 0.25 keeps the wiring
+        // checked (the argmax below too), and KernelInt8Tests checks the kernels exactly.
+        let allowed = inputs == .fp32 || !BlockKernels.handles(type) ? 1e-4 : (inputs == .int16 ? 5e-3 : 0.25)
         #expect(worst < allowed, "\(type) \(inputs): largest relative logit difference \(worst)")
         #expect(agreeingArgmax >= Self.prompt.count - 1, "\(type): argmax agrees on \(agreeingArgmax)/\(Self.prompt.count) rows")
     }

@@ -138,4 +138,59 @@ public enum ReferenceKernels {
         }
         return y
     }
+    /// The int8 path's activations (`MatMulInputs.int8`, llama.cpp's Q8_0 rounding) for one row of
+    /// whole 32-value blocks: per block d = max|x| / 127 and q = round-to-nearest-even(x * (1 / d))
+    /// (0 for an all-zero block, and for a block whose 1 / d overflows, with d = 0). A block holding
+    /// an infinity or NaN gets d = NaN and q = 0.
+    public static func quantizeInt8(_ x: ArraySlice<Float>) -> (values: [Int8], scales: [Float]) {
+        precondition(x.count % 32 == 0, "\(x.count) values are not whole 32-value blocks")
+        var values = [Int8](repeating: 0, count: x.count)
+        var scales = [Float](repeating: 0, count: x.count / 32)
+        for b in 0..<(x.count / 32) {
+            let block = x[(x.startIndex + 32 * b)..<(x.startIndex + 32 * b + 32)]
+            guard block.allSatisfy(\.isFinite) else {
+                scales[b] = .nan
+                continue
+            }
+            var largest: Float = 0
+            for v in block { largest = max(largest, abs(v)) }
+            let d = largest / 127
+            let inverse: Float = d != 0 ? 1 / d : 0
+            guard inverse.isFinite else { continue }
+            scales[b] = d
+            for (j, v) in block.enumerated() {
+                values[32 * b + j] = Int8((v * inverse).rounded(.toNearestOrEven))
+            }
+        }
+        return (values, scales)
+    }
+
+    /// The int8 path's products (`MatMulInputs.int8`) for Q8_0, Q4_0 and Q4_1 weights: x quantized
+    /// by `quantizeInt8`, per block the exact integer sum(q_w * q_x) times d_w * d, plus for Q4_1
+    /// m_w * d * sum(q_x); in Double, rounded once.
+    public static func multiplyInt8(_ w: WeightMatrix, x: [Float], n: Int) -> [Float] {
+        precondition(x.count >= n * w.columns, "x holds fewer than \(n) rows of \(w.columns)")
+        let blocks = w.columns / 32
+        let quantized = (0..<n).map { quantizeInt8(x[($0 * w.columns)..<(($0 + 1) * w.columns)]) }
+        var y = [Float](repeating: 0, count: n * w.rows)
+        for r in 0..<w.rows {
+            let weights = (0..<blocks).map { blockIntegers(w.type, w.row(r) + $0 * w.type.bytesPerBlock) }
+            for i in 0..<n {
+                var sum = 0.0
+                for b in 0..<blocks {
+                    let (q, d, m) = weights[b]
+                    var integer = 0, inputs = 0
+                    for j in 0..<32 {
+                        let v = Int(quantized[i].values[32 * b + j])
+                        integer += q[j] * v
+                        inputs += v
+                    }
+                    let scale = Double(quantized[i].scales[b])
+                    sum += Double(integer) * Double(d) * scale + Double(m) * scale * Double(inputs)
+                }
+                y[i * w.rows + r] = Float(sum)
+            }
+        }
+        return y
+    }
 }

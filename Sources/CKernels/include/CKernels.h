@@ -1,0 +1,82 @@
+// Matrix-product kernels that need an instruction set chosen at run time (AVX-512 VNNI), which Swift
+// cannot enable per function: each variant is compiled with its own target attribute and picked by
+// a CPUID check, as llama.cpp does for its CPU back ends. Used by Worker's `Int8BlockKernels`.
+#ifndef MEDUSA_CKERNELS_H
+#define MEDUSA_CKERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// Weight block formats (GGUF's Q4_0, Q4_1 and Q8_0 layouts: 32 values per block).
+enum {
+    CK_FORMAT_Q4_0 = 0,
+    CK_FORMAT_Q4_1 = 1,
+    CK_FORMAT_Q8_0 = 2,
+};
+
+/// Kernel variants. Both compute bit-identical results (exact integer block products, then the
+/// same fp32 operations in the same order); they differ only in speed.
+enum {
+    /// Portable C, one product at a time.
+    CK_ISA_SCALAR = 0,
+    /// AVX-512 F/BW/VL + VNNI on 256-bit vectors (`vpdpbusd`).
+    CK_ISA_AVX512_VNNI = 2,
+};
+
+/// The fastest variant this CPU (and operating system) runs.
+int ck_best_isa(void);
+
+/// Whether `isa` runs here (`CK_ISA_SCALAR` always does).
+int ck_isa_supported(int isa);
+
+/// Input rows quantized to int8 per 32-value block (llama.cpp's Q8_0 rounding): d = max|x| / 127,
+/// q = round-half-even(x * (1 / d)). Per-block tables are block-major, entry [b * stride + i].
+typedef struct {
+    int n;
+    int columns;
+    /// n rounded up to a multiple of 8; table entries of the padding inputs are zero.
+    size_t stride;
+    /// [n, columns].
+    const int8_t *values;
+    /// n >= 2: groups of 8 inputs (the last padded with zeros), [group][block][4-column chunk k]
+    /// [input j of the group][4 bytes]: one 32-byte vector per chunk holds those columns of 8 inputs.
+    const int8_t *grouped;
+    /// d of each block.
+    const float *scales;
+    /// The block's integer offset term: -8 * sum(q) for Q4_0 weights, -128 * sum(q) for Q8_0, 0 for Q4_1.
+    const int32_t *starts;
+    /// d * sum(q) (the Q4_1 minimum's factor).
+    const float *scaled_sums;
+} ck_int8_inputs;
+
+/// Bytes of memory `ck_int8_prepare` needs for n rows of `columns`.
+size_t ck_int8_prepare_bytes(int n, int columns);
+
+/// Quantizes `n` rows of `columns` fp32 values (a multiple of 32; row i at `x + i * x_stride`) for
+/// products with `format` weights, into `memory` (`ck_int8_prepare_bytes` long, 64-byte aligned).
+/// A block holding an infinity or NaN gets d = NaN and zero values, so its products are NaN as an
+/// fp32 product's would be; a block whose 1 / d overflows (d subnormal) gets d = 0 and zero values.
+/// `isa` picks the variant that quantizes (all give the same result).
+void ck_int8_prepare(int isa, int format, const float *x, size_t x_stride, int n, int columns, void *memory,
+                     ck_int8_inputs *out);
+
+/// y[i * y_stride + r] for rows r in [row_begin, row_end) of the weight matrix at `weights`
+/// (`row_bytes` per row, columns / 32 blocks of `format`) and the prepared input rows i. Every
+/// output is, over its blocks b in order, with t_b the exact integer sum of the block's unsigned
+/// weight integers (Q4: q; Q8_0: q + 128) times the inputs' q, plus the block's start:
+///
+///     acc = fma(float(t_b) * d_x, d_w, acc);  Q4_1 only: acc = fma(m_w, d_x * sum(q_x), acc)
+///
+/// so it does not depend on n, the row range or the variant.
+void ck_int8_multiply(int isa, int format, const uint8_t *weights, size_t row_bytes, int row_begin,
+                      int row_end, const ck_int8_inputs *inputs, float *y, size_t y_stride);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

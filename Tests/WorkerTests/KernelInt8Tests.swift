@@ -1,0 +1,224 @@
+import Foundation
+import Testing
+import CKernels
+@testable import Worker
+
+/// The int8-activation block kernels (`MatMulInputs.int8`, C variants in `CKernels`) against their
+/// scalar reference (`ReferenceKernels.multiplyInt8`), each other, and their batch invariance.
+@Suite("MatMul int8 inputs")
+struct KernelInt8Tests {
+    /// The variants this CPU runs (the scalar one always).
+    static let variants = Int8BlockKernels.Variant.allCases.filter(\.isSupported)
+
+    static func multiply(_ w: WeightMatrix, _ x: [Float], n: Int, pool: ThreadPool, variant: Int8BlockKernels.Variant) -> [Float] {
+        var y = [Float](repeating: .nan, count: n * w.rows)
+        x.withUnsafeBufferPointer { xp in
+            y.withUnsafeMutableBufferPointer { yp in
+                Int8BlockKernels.multiply(.init(.init(w, y: yp.baseAddress!, yStride: w.rows)), x: xp.baseAddress!,
+                                          xStride: w.columns, n: n, pool: pool, variant: variant)
+            }
+        }
+        return y
+    }
+
+    static func sameBits(_ a: [Float], _ b: [Float]) -> Bool {
+        a.count == b.count && zip(a, b).allSatisfy { $0.bitPattern == $1.bitPattern }
+    }
+
+    @Test("the forward pass uses the fastest variant this CPU runs")
+    func variantChoice() {
+        let best = Self.variants.last!
+        #expect(Int8BlockKernels.variant.isSupported)
+        #expect(Int8BlockKernels.variant == best || ProcessInfoHelper.overridden)
+        #expect(Int8BlockKernels.Variant.allCases.map(\.rawValue) == [Int32(CK_ISA_SCALAR), Int32(CK_ISA_AVX512_VNNI)])
+        #expect(Int8BlockKernels.Variant.scalar.isSupported)
+        print("int8 kernels: \(Self.variants.map(\.description).joined(separator: ", ")) supported; using \(Int8BlockKernels.variant)")
+    }
+
+    @Test("activations are quantized exactly as the reference does (zero, tiny and non-finite blocks too)",
+          arguments: KernelTestData.blockFormats)
+    func quantization(type: TensorType) {
+        var rng = SplitMix64(seed: 0x8a71)
+        let columns = 32 * 12, n = 11, blocks = 12
+        var x = KernelTestData.floats(n * columns, &rng, scale: 4)
+        for j in 0..<32 { x[32 + j] = 0 }                   // an all-zero block
+        for j in 0..<32 { x[64 + j] *= 1e-30 }              // tiny values
+        for j in 0..<32 { x[96 + j] = j == 3 ? 1e-44 : 0 }  // d subnormal: 1 / d overflows
+        x[128 + 5] = .infinity                              // non-finite blocks
+        x[160 + 31] = .nan
+        for j in 0..<32 { x[192 + j] = j % 2 == 0 ? 0.5 : -0.5 }  // ties in magnitude
+        for j in 0..<32 { x[224 + j] = Float(j - 16) * 127 / 16 / 2 + 0.25 }  // halves after scaling
+        let memory = UnsafeMutableRawPointer.allocate(byteCount: Int8BlockKernels.preparedBytes(n: n, columns: columns), alignment: 64)
+        defer { memory.deallocate() }
+        for variant in Self.variants {
+            let p = x.withUnsafeBufferPointer {
+                Int8BlockKernels.prepare(type, x: $0.baseAddress!, xStride: columns, n: n, columns: columns, memory: memory,
+                                         variant: variant)
+            }
+            Self.checkPrepared(p, type: type, x: x, n: n, columns: columns, variant: variant)
+        }
+    }
+
+    static func checkPrepared(_ p: ck_int8_inputs, type: TensorType, x: [Float], n: Int, columns: Int, variant: Int8BlockKernels.Variant) {
+        let blocks = columns / 32
+        let offset: Int32 = type == .q4_0 ? -8 : (type == .q8_0 ? -128 : 0)
+        #expect(p.n == Int32(n) && p.stride == 16)
+        for i in 0..<n {
+            let reference = ReferenceKernels.quantizeInt8(x[(i * columns)..<((i + 1) * columns)])
+            let values = (0..<columns).map { p.values[i * columns + $0] }
+            #expect(values == reference.values, "\(variant) row \(i)")
+            for b in 0..<blocks {
+                let k = b * p.stride + i
+                let d = p.scales[k], e = reference.scales[b]
+                #expect(d.bitPattern == e.bitPattern || (d.isNaN && e.isNaN), "\(variant) row \(i) block \(b): \(d) vs \(e)")
+                let sum = reference.values[(32 * b)..<(32 * b + 32)].reduce(Int32(0)) { $0 + Int32($1) }
+                #expect(p.starts[k] == offset * sum)
+                #expect(p.scaled_sums[k].bitPattern == (d * Float(sum)).bitPattern || d.isNaN)
+                // The groups of 8 hold the same values, 4 columns per input and chunk.
+                for chunk in 0..<8 {
+                    for c in 0..<4 {
+                        let grouped = p.grouped[((((i / 8) * blocks + b) * 8 + chunk) * 8 + i % 8) * 4 + c]
+                        #expect(grouped == values[32 * b + 4 * chunk + c])
+                    }
+                }
+            }
+        }
+        // Padding inputs (11...15 of the second group) are zero.
+        #expect((n..<16).allSatisfy { i in p.scales[i] == 0 && p.grouped[((((i / 8) * blocks) * 8) * 8 + i % 8) * 4] == 0 })
+        #expect(p.scales[1 * p.stride] == 0 && p.scales[3 * p.stride] == 0)
+        #expect(p.scales[4 * p.stride].isNaN && p.scales[5 * p.stride].isNaN)
+        #expect((0..<32).contains { abs(Int(p.values[$0])) == 127 })
+    }
+
+    @Test("every variant matches the scalar reference: n 1...17, odd row counts, 1/2/3 threads",
+          arguments: KernelTestData.blockFormats)
+    func matchesReference(type: TensorType) {
+        var rng = SplitMix64(seed: 0x8a ^ UInt64(type.rawValue))
+        let pools = [KernelTestData.pool(1), KernelTestData.pool(2), KernelTestData.pool(3)]
+        let shapes = [(1, 32), (7, 64), (13, 96), (67, 576), (9, 1536), (45, 192)]
+        for (rows, columns) in shapes {
+            let w = KernelTestData.matrix(type, rows: rows, columns: columns, &rng, padding: rows % 3 * 2)
+            for n in [1, 2, 3, 5, 8, 9, 17] {
+                let x = KernelTestData.floats(n * columns, &rng, scale: 2)
+                let reference = ReferenceKernels.multiplyInt8(w, x: x, n: n)
+                var first: [Float]?
+                for variant in Self.variants {
+                    for pool in pools where variant != .scalar || pool.threadCount == 2 {
+                        let y = Self.multiply(w, x, n: n, pool: pool, variant: variant)
+                        if let first {
+                            #expect(Self.sameBits(y, first), "\(type) \(rows)x\(columns) n=\(n) \(variant) threads=\(pool.threadCount) differs from the scalar variant")
+                        } else {
+                            first = y
+                        }
+                        for r in 0..<rows {
+                            var row = [Float](repeating: 0, count: columns)
+                            row.withUnsafeMutableBufferPointer { w.dequantizeRow(r, into: $0.baseAddress!) }
+                            for i in 0..<n {
+                                let error = abs(Double(y[i * rows + r]) - Double(reference[i * rows + r]))
+                                let allowed = KernelMatMulTests.tolerance(type, x[(i * columns)..<((i + 1) * columns)], row[...])
+                                #expect(error <= allowed, "\(type) \(rows)x\(columns) n=\(n) \(variant) threads=\(pool.threadCount) row \(r) input \(i): \(error) > \(allowed)")
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Each activation moves by at most half a step (d / 2) of its block, so |y_int8 - y_fp32| <=
+    /// sum_c |W[r, c]| * d_b(c) / 2, plus fp32 accumulation error.
+    @Test("stays within the int8 rounding bound of the exact fp32 product", arguments: KernelTestData.blockFormats)
+    func roundingBound(type: TensorType) {
+        var rng = SplitMix64(seed: 0xb08 ^ UInt64(type.rawValue))
+        let pool = KernelTestData.pool(2)
+        let (rows, columns, n) = (33, 576, 5)
+        let w = KernelTestData.matrix(type, rows: rows, columns: columns, &rng)
+        let x = KernelTestData.floats(n * columns, &rng, scale: 3)
+        let exact = ReferenceKernels.multiply(w, x: x, n: n)
+        let y = KernelTestData.multiply(w, x, n: n, pool: pool, inputs: .int8)
+        var largest = 0.0
+        for r in 0..<rows {
+            var row = [Float](repeating: 0, count: columns)
+            row.withUnsafeMutableBufferPointer { w.dequantizeRow(r, into: $0.baseAddress!) }
+            for i in 0..<n {
+                let xi = x[(i * columns)..<((i + 1) * columns)]
+                let scales = ReferenceKernels.quantizeInt8(xi).scales
+                var bound = 0.0
+                for c in 0..<columns { bound += abs(Double(row[c])) * Double(scales[c / 32]) / 2 }
+                bound += KernelMatMulTests.tolerance(type, xi, row[...])
+                let error = abs(Double(y[i * rows + r]) - Double(exact[i * rows + r]))
+                largest = max(largest, error)
+                #expect(error <= bound, "\(type) row \(r) input \(i): \(error) > \(bound)")
+            }
+        }
+        #expect(largest > 0, "the int8 rounding shows")
+    }
+
+    @Test("a row alone, inside blocks of 2...33 rows, on 1/2/3 threads: bit-identical", arguments: KernelTestData.blockFormats)
+    func batchInvariant(type: TensorType) {
+        var rng = SplitMix64(seed: 0x8ba7 ^ UInt64(type.rawValue))
+        let (rows, columns, total) = (75, 608, 40)
+        let w = KernelTestData.matrix(type, rows: rows, columns: columns, &rng)
+        let x = KernelTestData.floats(total * columns, &rng, scale: 3)
+        let pools = [KernelTestData.pool(1), KernelTestData.pool(2), KernelTestData.pool(3)]
+        for variant in Self.variants where variant != .scalar {
+            var alone = [Float]()
+            for i in 0..<total {
+                alone += Self.multiply(w, Array(x[(i * columns)..<((i + 1) * columns)]), n: 1, pool: pools[0], variant: variant)
+            }
+            for pool in pools {
+                for n in [2, 3, 4, 5, 7, 8, 9, 16, 17, 33] {
+                    var start = -(n / 2)
+                    while start < total {
+                        let lo = max(0, start), hi = min(total, start + n)
+                        let y = Self.multiply(w, Array(x[(lo * columns)..<(hi * columns)]), n: hi - lo, pool: pool, variant: variant)
+                        #expect(Self.sameBits(y, Array(alone[(lo * rows)..<(hi * rows)])),
+                                "\(type) \(variant) threads=\(pool.threadCount) block n=\(n) rows \(lo)..<\(hi)")
+                        start += n
+                    }
+                }
+            }
+        }
+    }
+
+    @Test("fused products (QKV, gate/up) equal separate calls bit for bit", arguments: KernelTestData.blockFormats)
+    func fusedProducts(type: TensorType) {
+        var rng = SplitMix64(seed: 0x8f ^ UInt64(type.rawValue))
+        let pool = KernelTestData.pool(2)
+        let columns = 96
+        let a = KernelTestData.matrix(type, rows: 37, columns: columns, &rng)
+        let b = KernelTestData.matrix(type, rows: 9, columns: columns, &rng)
+        for n in [1, 3, 6] {
+            let x = KernelTestData.floats(n * columns, &rng)
+            let separate = [a, b].map { KernelTestData.multiply($0, x, n: n, pool: pool, inputs: .int8) }
+            var o0 = [Float](repeating: .nan, count: n * a.rows)
+            var o1 = [Float](repeating: .nan, count: n * b.rows)
+            x.withUnsafeBufferPointer { xp in
+                o0.withUnsafeMutableBufferPointer { y0 in
+                    o1.withUnsafeMutableBufferPointer { y1 in
+                        MatMul.multiply(
+                            .init(.init(a, y: y0.baseAddress!, yStride: a.rows), .init(b, y: y1.baseAddress!, yStride: b.rows)),
+                            x: xp.baseAddress!, xStride: columns, n: n, pool: pool, inputs: .int8)
+                    }
+                }
+            }
+            #expect(Self.sameBits(o0, separate[0]) && Self.sameBits(o1, separate[1]), "\(type) n=\(n)")
+        }
+    }
+
+    @Test("non-finite inputs give NaN, not a trap or garbage", arguments: KernelTestData.blockFormats)
+    func nonFinite(type: TensorType) {
+        var rng = SplitMix64(seed: 0x80f ^ UInt64(type.rawValue))
+        let w = KernelTestData.matrix(type, rows: 5, columns: 64, &rng)
+        var x = KernelTestData.floats(2 * 64, &rng)
+        x[70] = .infinity
+        for variant in Self.variants {
+            let y = Self.multiply(w, x, n: 2, pool: KernelTestData.pool(1), variant: variant)
+            #expect(y[0..<5].allSatisfy(\.isFinite) && y[5..<10].allSatisfy(\.isNaN), "\(type) \(variant)")
+        }
+    }
+}
+
+enum ProcessInfoHelper {
+    static var overridden: Bool { ProcessInfo.processInfo.environment["MEDUSA_INT8_KERNELS"] != nil }
+}
