@@ -6,7 +6,7 @@ The reference is llama.cpp as built by `pip install llama-cpp-python==0.3.36` (a
 2 cores; not part of `make test`).
 
     scripts/bench_vs_llamacpp.py [--model PATH] [--threads 1 2] [--tokens 200] [--runs 5] \
-        [--matmul-inputs int16 [fp32]]
+        [--matmul-inputs int16 [int8] [fp32]]
 
 With several --matmul-inputs, each round runs ours once per setting, then llama.cpp once.
 
@@ -90,7 +90,7 @@ def main():
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--tokens", type=int, default=200)
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--matmul-inputs", nargs="+", default=["int16"], choices=["int16", "fp32"],
+    parser.add_argument("--matmul-inputs", nargs="+", default=["int16"], choices=["int16", "int8", "fp32"],
                         help="our activation rounding(s) to measure (default: int16, the default of medusa-worker)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument("--reference-run", action="store_true", help=argparse.SUPPRESS)

@@ -29,7 +29,13 @@ struct ModelOptions: ParsableArguments {
     }
 }
 
-extension MatMulInputs: ExpressibleByArgument {}
+extension MatMulInputs: ExpressibleByArgument {
+    /// The choice and, for int8, the kernel variant this CPU runs.
+    var described: String { self == .int8 ? "int8 (\(Int8BlockKernels.variant) kernels)" : rawValue }
+
+    /// The int8 kernel variant when int8 is chosen (reports name it: speed depends on it).
+    var int8Kernels: String? { self == .int8 ? Int8BlockKernels.variant.description : nil }
+}
 
 let matmulInputsHelp = """
     Activations of the Q8_0/Q4_0/Q4_1 weight products: int16 rounds them per 32-value block (scale \

@@ -55,6 +55,10 @@ struct RankGroup {
         path: String, contextLength: Int, threads: Int, sequences: Int = 1, chatTemplate: ChatTemplate? = nil,
         matmulInputs: MatMulInputs
     ) throws -> LoadedModel {
+        if matmulInputs == .int8 && Int8BlockKernels.variant == .scalar && isCoordinator {
+            FileHandle.standardError.write(Data(
+                "warning: --matmul-inputs int8 without AVX-512 VNNI runs the portable scalar kernels (slow); int16 is the fast choice on this CPU\n".utf8))
+        }
         let loaded = try LoadedModel(
             path: path, contextLength: contextLength, threads: threads, sequences: sequences, chatTemplate: chatTemplate,
             communicator: communicator, matmulInputs: matmulInputs)
