@@ -112,6 +112,19 @@ import Testing
         }
         for i in 0..<keyCount {
             for r in 0..<2 {
+                // The documented arithmetic: FMA lanes over 8-value chunks, SIMDSupport.sum, the rest one by one.
+                var acc = SIMD8<Float>()
+                var d = 0
+                while d + 8 <= hd {
+                    acc.addProduct(SIMD8(q[(r * hd + d)..<(r * hd + d + 8)]), SIMD8(keys[(i * hd + d)..<(i * hd + d + 8)]))
+                    d += 8
+                }
+                var dot = SIMDSupport.sum(acc)
+                while d < hd {
+                    dot += q[r * hd + d] * keys[i * hd + d]
+                    d += 1
+                }
+                #expect(alone[r * stride + i].bitPattern == (dot * 0.3).bitPattern)
                 #expect(alone[r * stride + i].bitPattern == pair[r * stride + i].bitPattern)
                 #expect(alone[r * stride + i].bitPattern == split[r * stride + i].bitPattern)
             }

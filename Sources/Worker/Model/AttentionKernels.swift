@@ -49,9 +49,7 @@ enum AttentionKernels {
                 b3.addProduct(y, v3)
                 d += 8
             }
-            var s = SIMD8<Float>(
-                SIMDSupport.sum(a0), SIMDSupport.sum(a1), SIMDSupport.sum(a2), SIMDSupport.sum(a3),
-                SIMDSupport.sum(b0), SIMDSupport.sum(b1), SIMDSupport.sum(b2), SIMDSupport.sum(b3))
+            var s = sums(a0, a1, a2, a3, b0, b1, b2, b3)
             while d < hd {
                 let x = q0[d], y = q1[d]
                 s += SIMD8<Float>(x * k0[d], x * k1[d], x * k2[d], x * k3[d], y * k0[d], y * k1[d], y * k2[d], y * k3[d])
@@ -192,6 +190,26 @@ enum AttentionKernels {
             out1[d] = b
             d += 1
         }
+    }
+
+    /// (SIMDSupport.sum(v0), ..., SIMDSupport.sum(v7)): the same additions in the same tree, done
+    /// for the eight vectors at once by transposing as they go.
+    @inline(__always)
+    static func sums(
+        _ v0: SIMD8<Float>, _ v1: SIMD8<Float>, _ v2: SIMD8<Float>, _ v3: SIMD8<Float>,
+        _ v4: SIMD8<Float>, _ v5: SIMD8<Float>, _ v6: SIMD8<Float>, _ v7: SIMD8<Float>
+    ) -> SIMD8<Float> {
+        // Lanes 0-3 plus lanes 4-7: [four(v0) | four(v1)], ...
+        @inline(__always) func fours(_ a: SIMD8<Float>, _ b: SIMD8<Float>) -> SIMD8<Float> {
+            SIMD8(lowHalf: a.lowHalf, highHalf: b.lowHalf) + SIMD8(lowHalf: a.highHalf, highHalf: b.highHalf)
+        }
+        // Then lanes (0, 1) plus lanes (2, 3) of each four: [two(v0), two(v1), two(v2), two(v3)].
+        @inline(__always) func twos(_ a: SIMD8<Float>, _ b: SIMD8<Float>) -> SIMD8<Float> {
+            SIMD8(a[0], a[1], a[4], a[5], b[0], b[1], b[4], b[5]) + SIMD8(a[2], a[3], a[6], a[7], b[2], b[3], b[6], b[7])
+        }
+        let t = twos(fours(v0, v1), fours(v2, v3)), u = twos(fours(v4, v5), fours(v6, v7))
+        // Then lane 0 plus lane 1 of each two.
+        return SIMD8(lowHalf: t.evenHalf + t.oddHalf, highHalf: u.evenHalf + u.oddHalf)
     }
 
     /// Lanewise a > b ? a : b (so b where either is NaN), one instruction on x86-64.
