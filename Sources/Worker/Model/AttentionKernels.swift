@@ -33,6 +33,18 @@ enum AttentionKernels {
             var a0 = SIMD8<Float>(), a1 = SIMD8<Float>(), a2 = SIMD8<Float>(), a3 = SIMD8<Float>()
             var b0 = SIMD8<Float>(), b1 = SIMD8<Float>(), b2 = SIMD8<Float>(), b3 = SIMD8<Float>()
             var d = 0
+            if q0 == q1 {
+                // One query: the same lanes, computed once.
+                while d + 8 <= hd {
+                    let x = SIMDSupport.load8(q0 + d)
+                    a0.addProduct(x, SIMDSupport.load8(k0 + d))
+                    a1.addProduct(x, SIMDSupport.load8(k1 + d))
+                    a2.addProduct(x, SIMDSupport.load8(k2 + d))
+                    a3.addProduct(x, SIMDSupport.load8(k3 + d))
+                    d += 8
+                }
+                (b0, b1, b2, b3) = (a0, a1, a2, a3)
+            }
             while d + 8 <= hd {
                 let x = SIMDSupport.load8(q0 + d), y = SIMDSupport.load8(q1 + d)
                 let v0 = SIMDSupport.load8(k0 + d)
@@ -107,6 +119,10 @@ enum AttentionKernels {
         _ p0: UnsafePointer<Float>, steps steps0: UnsafePointer<Int32>, extra extra0: Int, out out0: UnsafeMutablePointer<Float>,
         _ p1: UnsafePointer<Float>, steps steps1: UnsafePointer<Int32>, extra extra1: Int, out out1: UnsafeMutablePointer<Float>
     ) {
+        if p0 == p1 && out0 == out1 {
+            weightedValues(values: values, shared: shared, headDimension: hd, p0, steps: steps0, extra: extra0, out: out0)
+            return
+        }
         var d = 0
         // 32 dimensions at a time: 4 x 8 lanes per query.
         while d + 32 <= hd {
@@ -188,6 +204,66 @@ enum AttentionKernels {
             for t in 0..<extra1 { b.addProduct(p1[shared + t], values[(shared + Int(steps1[t])) * hd + d]) }
             out0[d] = a
             out1[d] = b
+            d += 1
+        }
+    }
+
+    /// `weightedValues` for one query (the same fused multiply-adds in the same order).
+    @inline(__always)
+    static func weightedValues(
+        values: UnsafePointer<Float>, shared: Int, headDimension hd: Int,
+        _ p0: UnsafePointer<Float>, steps steps0: UnsafePointer<Int32>, extra extra0: Int, out out0: UnsafeMutablePointer<Float>
+    ) {
+        var d = 0
+        while d + 64 <= hd {
+            var a0 = SIMD8<Float>(), a1 = SIMD8<Float>(), a2 = SIMD8<Float>(), a3 = SIMD8<Float>()
+            var a4 = SIMD8<Float>(), a5 = SIMD8<Float>(), a6 = SIMD8<Float>(), a7 = SIMD8<Float>()
+            @inline(__always) func add(_ p: Float, _ r: UnsafePointer<Float>) {
+                let x = SIMD8<Float>(repeating: p)
+                a0.addProduct(x, SIMDSupport.load8(r))
+                a1.addProduct(x, SIMDSupport.load8(r + 8))
+                a2.addProduct(x, SIMDSupport.load8(r + 16))
+                a3.addProduct(x, SIMDSupport.load8(r + 24))
+                a4.addProduct(x, SIMDSupport.load8(r + 32))
+                a5.addProduct(x, SIMDSupport.load8(r + 40))
+                a6.addProduct(x, SIMDSupport.load8(r + 48))
+                a7.addProduct(x, SIMDSupport.load8(r + 56))
+            }
+            var row = UnsafePointer(values) + d
+            for v in 0..<shared {
+                add(p0[v], row)
+                row += hd
+            }
+            for t in 0..<extra0 { add(p0[shared + t], values + (shared + Int(steps0[t])) * hd + d) }
+            store(a0, out0 + d)
+            store(a1, out0 + d + 8)
+            store(a2, out0 + d + 16)
+            store(a3, out0 + d + 24)
+            store(a4, out0 + d + 32)
+            store(a5, out0 + d + 40)
+            store(a6, out0 + d + 48)
+            store(a7, out0 + d + 56)
+            d += 64
+        }
+        while d + 8 <= hd {
+            var a = SIMD8<Float>()
+            var row = values + d
+            for v in 0..<shared {
+                a.addProduct(SIMD8<Float>(repeating: p0[v]), SIMDSupport.load8(row))
+                row += hd
+            }
+            for t in 0..<extra0 {
+                a.addProduct(SIMD8<Float>(repeating: p0[shared + t]),
+                             SIMDSupport.load8(values + (shared + Int(steps0[t])) * hd + d))
+            }
+            store(a, out0 + d)
+            d += 8
+        }
+        while d < hd {
+            var a: Float = 0
+            for v in 0..<shared { a.addProduct(p0[v], values[v * hd + d]) }
+            for t in 0..<extra0 { a.addProduct(p0[shared + t], values[(shared + Int(steps0[t])) * hd + d]) }
+            out0[d] = a
             d += 1
         }
     }
