@@ -162,6 +162,42 @@ import Testing
         #expect(afterCommit == expected)
     }
 
+    /// A 16-node tree after 13 committed tokens (blocks of the attention kernels end mid-way), for
+    /// head sizes 8, 20 (not a multiple of 8), 40 and 64, grouped and plain attention, on 1 and 3
+    /// threads: every node's logits equal its path decoded one token at a time.
+    @Test(arguments: [[72, 9, 3], [80, 4, 2], [120, 3, 3], [192, 3, 1]])
+    func sixteenNodeTreeMatchesTokenByToken(shape: [Int]) throws {
+        let config = LlamaConfig(layerCount: 2, hiddenSize: shape[0], intermediateSize: 64, headCount: shape[1],
+                                 kvHeadCount: shape[2], contextLength: 128, vocabularySize: 300)
+        let prefix = Array(Self.prompt.prefix(13))
+        let parents = [-1, 0, 0, 1, 1, 2, 3, 3, 4, 5, 6, 7, 8, 9, 11, 14]
+        let treeTokens: [Int32] = (0..<16).map { Int32(30 + 7 * $0) }
+        var depth = [Int](repeating: 0, count: 16)
+        for i in 1..<16 { depth[i] = depth[parents[i]] + 1 }
+        for threads in [1, 3] {
+            let (_, model) = try Self.load(config, threads: threads)
+            _ = try Self.causalLogits(model, prefix)
+            let base = Int32(prefix.count)
+            let hidden = try Self.forward(model, treeTokens, positions: depth.map { base + Int32($0) },
+                                          mask: TreeMask(parents: parents))
+            let treeLogits = Self.logits(model, hidden, rows: 16)
+            for node in 0..<16 {
+                var path: [Int] = []
+                var p = node
+                while p >= 0 { path.insert(p, at: 0); p = parents[p] }
+                _ = try Self.causalLogits(model, prefix)
+                var last: [Float] = []
+                for (k, t) in path.enumerated() {
+                    let h = try Self.forward(model, [treeTokens[t]], positions: [base + Int32(k)], mask: .causal(1))
+                    model.cache.commit(count: 1)
+                    last = Self.logits(model, h, rows: 1)[0]
+                }
+                #expect(last.map(\.bitPattern) == treeLogits[node].map(\.bitPattern),
+                        "shape \(shape), \(threads) threads: node \(node) differs from its path decoded alone")
+            }
+        }
+    }
+
     @Test func threadCountDoesNotChangeResults() throws {
         let (_, one) = try Self.load(threads: 1)
         let (_, three) = try Self.load(threads: 3)

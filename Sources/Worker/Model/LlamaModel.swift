@@ -93,7 +93,7 @@ public final class LlamaModel: @unchecked Sendable {
         rotary = RotaryTable(config: config)
         if communicator.size > 1 && communicator.rank == 0 { for cache in caches { cache.journal = [] } }
         buffers = StepBuffers(config: config, layout: layout, maxTokens: self.maxStepTokens, capacity: capacity,
-                              attentionTasks: 4 * max(1, threads))
+                              threads: max(1, threads))
     }
 
     /// Opens a GGUF file and builds this rank's part of the model on it.
@@ -242,6 +242,7 @@ public final class LlamaModel: @unchecked Sendable {
             }
             start += segment.count
         }
+        planAttention(n: n)
         let c = config
         let b = buffers
         let hidden = c.hiddenSize
@@ -351,60 +352,134 @@ public final class LlamaModel: @unchecked Sendable {
     /// attention[i, head] = softmax(q_i · K_visible / sqrt(d)) V_visible, where the visible slots
     /// are the token's sequence's committed cache followed by the tokens of its run the mask allows,
     /// always in slot order (so a token's result does not depend on what else shares its step).
+    ///
+    /// Work is cut into the units `planAttention` made: a few rows of one run times a few query
+    /// heads reading one KV head. A unit scores all its queries against the committed keys and the
+    /// run's keys up to its last row (sharing each key's loads between query pairs), keeps each
+    /// query's visible scores in slot order, and sums the values the same way; `AttentionKernels`
+    /// keeps every query's arithmetic independent of the unit it is in.
     private func attend(layer: Int, n: Int, mask: TreeMask) {
-        let c = config
-        let hd = c.headDimension
-        let heads = layout.localHeadCount
-        let qDim = heads * hd
-        let pairs = n * heads
-        let tasks = min(pairs, buffers.attentionTasks)
+        let hd = config.headDimension
+        let qDim = layout.localHeadCount * hd
         let scale = 1 / Float(hd).squareRoot()
         let b = buffers
         let caches = self.caches
-        pool.run(taskCount: tasks) { task in
-            let scores = b.scores + task * b.scoreStride
-            let slots = b.slotLists + task * b.scoreStride
-            var pair = task
-            while pair < pairs {
-                let i = pair / heads
-                let head = pair % heads
-                let kvHead = layout.localKVHead(forLocalHead: head)
-                let q = b.q + i * qDim + head * hd
-                let cache = caches[Int(b.tokenSequence[i])]
-                let keys = cache.keys(layer: layer, head: kvHead)
-                let values = cache.values(layer: layer, head: kvHead)
-                let committed = cache.committed
-                let runStart = Int(b.runStart[i])
-                var visible = 0
-                for s in 0..<committed {
-                    slots[visible] = Int32(s)
-                    visible += 1
-                }
+        let layout = self.layout
+        pool.runWithThreadIndex(taskCount: b.unitCount) { unit, thread in
+            let rowStart = Int(b.units[4 * unit]), rowEnd = Int(b.units[4 * unit + 1])
+            let headStart = Int(b.units[4 * unit + 2]), headEnd = Int(b.units[4 * unit + 3])
+            let groupHeads = headEnd - headStart
+            let queries = (rowEnd - rowStart) * groupHeads
+            let kvHead = layout.localKVHead(forLocalHead: headStart)
+            let cache = caches[Int(b.tokenSequence[rowStart])]
+            let keys = cache.keys(layer: layer, head: kvHead)
+            let values = cache.values(layer: layer, head: kvHead)
+            let committed = cache.committed
+            let runStart = Int(b.runStart[rowStart])
+            let scores = b.scores + thread * b.unitQueries * b.scoreStride
+            let steps = b.visibleSteps + thread * b.unitQueries * b.maxTokens
+            let counts = b.visibleCounts + thread * b.unitQueries
+            // Each row's visible tokens of its run, as offsets from the run's start.
+            for r in 0..<(rowEnd - rowStart) {
+                let i = rowStart + r
+                var count = 0
                 for j in runStart..<Int(b.runEnd[i]) where mask[i, j] {
-                    slots[visible] = Int32(committed + j - runStart)
-                    visible += 1
+                    steps[r * b.maxTokens + count] = Int32(j - runStart)
+                    count += 1
                 }
-                var maxScore = -Float.infinity
-                for v in 0..<visible {
-                    let s = VectorOps.dot(q, keys + Int(slots[v]) * hd, count: hd) * scale
-                    scores[v] = s
-                    maxScore = max(maxScore, s)
+                counts[r] = Int32(count)
+            }
+            // Keys of slots 0..<committed + (tokens of the run up to the unit's last visible one).
+            var keyCount = committed
+            for r in 0..<(rowEnd - rowStart) where counts[r] > 0 {
+                keyCount = max(keyCount, committed + Int(steps[r * b.maxTokens + Int(counts[r]) - 1]) + 1)
+            }
+            @inline(__always) func query(_ u: Int) -> UnsafeMutablePointer<Float> {
+                b.q + (rowStart + u / groupHeads) * qDim + (headStart + u % groupHeads) * hd
+            }
+            // Scores, in key blocks so that a block stays in L1 while every query pair reads it.
+            let block = 64
+            var k0 = 0
+            while k0 < keyCount {
+                let count = min(block, keyCount - k0)
+                var u = 0
+                while u < queries {
+                    let w = min(u + 1, queries - 1)
+                    AttentionKernels.scores(query(u), query(w), keys: keys + k0 * hd, count: count, headDimension: hd,
+                                            scale: scale, into: scores + u * b.scoreStride + k0,
+                                            scores + w * b.scoreStride + k0)
+                    u += 2
                 }
-                var sum: Float = 0
-                for v in 0..<visible {
-                    let e = expf(scores[v] - maxScore)
-                    scores[v] = e
-                    sum += e
-                }
-                let out = b.attention + i * qDim + head * hd
-                out.update(repeating: 0, count: hd)
-                let inv = 1 / sum
-                for v in 0..<visible {
-                    VectorOps.axpy(scores[v] * inv, values + Int(slots[v]) * hd, out, count: hd)
-                }
-                pair += tasks
+                k0 += block
+            }
+            // Each query's visible scores in slot order, then its softmax weights.
+            for u in 0..<queries {
+                let r = u / groupHeads
+                let s = scores + u * b.scoreStride
+                let rowSteps = steps + r * b.maxTokens
+                let extra = Int(counts[r])
+                for t in 0..<extra { s[committed + t] = s[committed + Int(rowSteps[t])] }
+                AttentionKernels.softmax(s, count: committed + extra)
+            }
+            // Weighted values, query pairs sharing the committed rows' loads.
+            var u = 0
+            while u < queries {
+                let w = min(u + 1, queries - 1)
+                let ru = u / groupHeads, rw = w / groupHeads
+                AttentionKernels.weightedValues(
+                    values: values, shared: committed, headDimension: hd,
+                    scores + u * b.scoreStride, steps: steps + ru * b.maxTokens, extra: Int(counts[ru]),
+                    out: b.attention + (rowStart + ru) * qDim + (headStart + u % groupHeads) * hd,
+                    scores + w * b.scoreStride, steps: steps + rw * b.maxTokens, extra: Int(counts[rw]),
+                    out: b.attention + (rowStart + rw) * qDim + (headStart + w % groupHeads) * hd)
+                u += 2
             }
         }
+    }
+
+    /// Cuts the step's attention into units for `attend`: within each run and each KV head, blocks
+    /// of rows times the local query heads reading that KV head (or, when a unit may hold fewer
+    /// queries than such a group, single rows times blocks of those heads). Units hold at most
+    /// `unitQueries` queries, fewer when that leaves the pool fewer than about three per thread.
+    private func planAttention(n: Int) {
+        let b = buffers
+        let heads = layout.localHeadCount
+        let target = 3 * pool.threadCount
+        let perUnit = max(1, min(b.unitQueries, (n * heads + target - 1) / target))
+        var units = 0
+        var runStart = 0
+        while runStart < n {
+            let runEnd = Int(b.runEnd[runStart])
+            var h0 = 0
+            while h0 < heads {
+                var h1 = h0 + 1
+                while h1 < heads && layout.localKVHead(forLocalHead: h1) == layout.localKVHead(forLocalHead: h0) { h1 += 1 }
+                let group = h1 - h0
+                if perUnit >= group {
+                    let rows = perUnit / group
+                    var r0 = runStart
+                    while r0 < runEnd {
+                        let r1 = min(r0 + rows, runEnd)
+                        b.setUnit(units, rows: r0, r1, heads: h0, h1)
+                        units += 1
+                        r0 = r1
+                    }
+                } else {
+                    for r in runStart..<runEnd {
+                        var g0 = h0
+                        while g0 < h1 {
+                            let g1 = min(g0 + perUnit, h1)
+                            b.setUnit(units, rows: r, r + 1, heads: g0, g1)
+                            units += 1
+                            g0 = g1
+                        }
+                    }
+                }
+                h0 = h1
+            }
+            runStart = runEnd
+        }
+        b.unitCount = units
     }
 }
 
@@ -419,17 +494,23 @@ final class StepBuffers: @unchecked Sendable {
     let projected: UnsafeMutablePointer<Float>  // [maxTokens, hidden] output of O and down
     let gate: UnsafeMutablePointer<Float>       // [maxTokens, intermediate]
     let up: UnsafeMutablePointer<Float>         // [maxTokens, intermediate]
-    let scores: UnsafeMutablePointer<Float>     // [attentionTasks, capacity]
     let tokenSequence: UnsafeMutablePointer<Int32>  // [maxTokens] each token's sequence
     let runStart: UnsafeMutablePointer<Int32>   // [maxTokens] first token of its segment
     let runEnd: UnsafeMutablePointer<Int32>     // [maxTokens] end of its segment
     let slot: UnsafeMutablePointer<Int32>       // [maxTokens] its cache slot
-    let slotLists: UnsafeMutablePointer<Int32>  // [attentionTasks, capacity]
+    /// Attention units of the step (`LlamaModel.planAttention`): rowStart, rowEnd, headStart, headEnd.
+    let units: UnsafeMutablePointer<Int32>      // [maxTokens * heads, 4]
+    var unitCount = 0
+    /// The most queries (row, head) one attention unit holds.
+    let unitQueries = 8
+    let scores: UnsafeMutablePointer<Float>     // [threads, unitQueries, scoreStride] per-thread scores
+    let visibleSteps: UnsafeMutablePointer<Int32>   // [threads, unitQueries, maxTokens] rows' visible run tokens
+    let visibleCounts: UnsafeMutablePointer<Int32>  // [threads, unitQueries]
     let scoreStride: Int
-    let attentionTasks: Int
+    let maxTokens: Int
     private var all: [UnsafeMutableRawPointer] = []
 
-    init(config c: LlamaConfig, layout: ShardLayout, maxTokens: Int, capacity: Int, attentionTasks: Int) {
+    init(config c: LlamaConfig, layout: ShardLayout, maxTokens: Int, capacity: Int, threads: Int) {
         var owned: [UnsafeMutableRawPointer] = []
         func floats(_ count: Int) -> UnsafeMutablePointer<Float> {
             let p = UnsafeMutablePointer<Float>.allocate(capacity: max(count, 1))
@@ -448,16 +529,19 @@ final class StepBuffers: @unchecked Sendable {
         projected = floats(maxTokens * c.hiddenSize)
         gate = floats(maxTokens * layout.localFFN)
         up = floats(maxTokens * layout.localFFN)
-        scoreStride = capacity
-        self.attentionTasks = attentionTasks
-        scores = floats(attentionTasks * capacity)
+        // Room for a score row padded to 8 plus the 3 entries a 4-key block may write past its end.
+        scoreStride = (capacity + 7) / 8 * 8 + 8
+        self.maxTokens = maxTokens
+        scores = floats(threads * unitQueries * scoreStride)
         func ints(_ count: Int) -> UnsafeMutablePointer<Int32> {
             let p = UnsafeMutablePointer<Int32>.allocate(capacity: max(count, 1))
             p.initialize(repeating: 0, count: max(count, 1))
             owned.append(UnsafeMutableRawPointer(p))
             return p
         }
-        slotLists = ints(attentionTasks * capacity)
+        units = ints(4 * maxTokens * layout.localHeadCount)
+        visibleSteps = ints(threads * unitQueries * maxTokens)
+        visibleCounts = ints(threads * unitQueries)
         tokenSequence = ints(maxTokens)
         runStart = ints(maxTokens)
         runEnd = ints(maxTokens)
@@ -467,6 +551,14 @@ final class StepBuffers: @unchecked Sendable {
 
     deinit {
         for p in all { p.deallocate() }
+    }
+
+    @inline(__always)
+    func setUnit(_ unit: Int, rows r0: Int, _ r1: Int, heads h0: Int, _ h1: Int) {
+        units[4 * unit] = Int32(r0)
+        units[4 * unit + 1] = Int32(r1)
+        units[4 * unit + 2] = Int32(h0)
+        units[4 * unit + 3] = Int32(h1)
     }
 }
 

@@ -1,0 +1,348 @@
+#if arch(x86_64)
+import _Builtin_intrinsics.intel
+#endif
+
+/// Kernels of `LlamaModel.attend`: scores of several queries against a run of keys, the softmax of
+/// one query's scores, and the softmax-weighted sum of values for several queries.
+///
+/// Batch invariance: every value one query gets is computed by arithmetic that depends only on
+/// that query, its visible keys and values, and their order — never on which other queries or keys
+/// share a call, how they are blocked, or which thread runs them. Blocks that share loads keep one
+/// accumulator per (query, key) or (query, dimension); ragged ends are padded by repeating a real
+/// query or key and dropping the copy's result.
+enum AttentionKernels {
+    /// scores0[k] = (q0 · keys[k]) * scale and scores1[k] = (q1 · keys[k]) * scale for k in 0..<count,
+    /// keys being rows of `headDimension` values `keyStride` apart. Each dot product: eight lanes of
+    /// fused multiply-adds over the head's 8-value chunks in order, the lanes summed by
+    /// `SIMDSupport.sum`, then any remaining dimensions added one by one. May write up to 3 entries
+    /// past `count` in each score row. `q1` may equal `q0` (and `scores1` equal `scores0`).
+    @inline(__always)
+    static func scores(
+        _ q0: UnsafePointer<Float>, _ q1: UnsafePointer<Float>, keys: UnsafePointer<Float>, count: Int,
+        headDimension hd: Int, scale: Float, into scores0: UnsafeMutablePointer<Float>,
+        _ scores1: UnsafeMutablePointer<Float>
+    ) {
+        var k = 0
+        while k < count {
+            // Keys past the end repeat the last one; their scores land past `count`.
+            let last = count - 1
+            let k0 = keys + k * hd
+            let k1 = keys + min(k + 1, last) * hd
+            let k2 = keys + min(k + 2, last) * hd
+            let k3 = keys + min(k + 3, last) * hd
+            var a0 = SIMD8<Float>(), a1 = SIMD8<Float>(), a2 = SIMD8<Float>(), a3 = SIMD8<Float>()
+            var b0 = SIMD8<Float>(), b1 = SIMD8<Float>(), b2 = SIMD8<Float>(), b3 = SIMD8<Float>()
+            var d = 0
+            if q0 == q1 {
+                // One query: the same lanes, computed once.
+                while d + 8 <= hd {
+                    let x = SIMDSupport.load8(q0 + d)
+                    a0.addProduct(x, SIMDSupport.load8(k0 + d))
+                    a1.addProduct(x, SIMDSupport.load8(k1 + d))
+                    a2.addProduct(x, SIMDSupport.load8(k2 + d))
+                    a3.addProduct(x, SIMDSupport.load8(k3 + d))
+                    d += 8
+                }
+                (b0, b1, b2, b3) = (a0, a1, a2, a3)
+            }
+            while d + 8 <= hd {
+                let x = SIMDSupport.load8(q0 + d), y = SIMDSupport.load8(q1 + d)
+                let v0 = SIMDSupport.load8(k0 + d)
+                a0.addProduct(x, v0)
+                b0.addProduct(y, v0)
+                let v1 = SIMDSupport.load8(k1 + d)
+                a1.addProduct(x, v1)
+                b1.addProduct(y, v1)
+                let v2 = SIMDSupport.load8(k2 + d)
+                a2.addProduct(x, v2)
+                b2.addProduct(y, v2)
+                let v3 = SIMDSupport.load8(k3 + d)
+                a3.addProduct(x, v3)
+                b3.addProduct(y, v3)
+                d += 8
+            }
+            var s = sums(a0, a1, a2, a3, b0, b1, b2, b3)
+            while d < hd {
+                let x = q0[d], y = q1[d]
+                s += SIMD8<Float>(x * k0[d], x * k1[d], x * k2[d], x * k3[d], y * k0[d], y * k1[d], y * k2[d], y * k3[d])
+                d += 1
+            }
+            s *= scale
+            UnsafeMutableRawPointer(scores0 + k).storeBytes(of: s.lowHalf, as: SIMD4<Float>.self)
+            UnsafeMutableRawPointer(scores1 + k).storeBytes(of: s.highHalf, as: SIMD4<Float>.self)
+            k += 4
+        }
+    }
+
+    /// Turns `scores[0..<count]` into softmax weights in place: e_v = exp(s_v - max) by `exp`,
+    /// summed over 8 lanes (v mod 8) in order and then by `SIMDSupport.sum`, and each e_v times
+    /// 1 / sum. Uses (and overwrites) `scores` up to `count` rounded up to a multiple of 8.
+    @inline(__always)
+    static func softmax(_ scores: UnsafeMutablePointer<Float>, count: Int) {
+        let padded = (count + 7) & ~7
+        var v = count
+        while v < padded {
+            scores[v] = -.infinity  // exp gives 0: the padding adds nothing to the sum
+            v += 1
+        }
+        var m = SIMD8<Float>(repeating: -.infinity)
+        v = 0
+        while v < padded {
+            m = maximum(SIMDSupport.load8(scores + v), m)  // NaN scores are skipped, as Swift.max did
+            v += 8
+        }
+        var largest = m[0]
+        for lane in 1..<8 where m[lane] > largest { largest = m[lane] }
+        var sum = SIMD8<Float>()
+        v = 0
+        while v < padded {
+            let e = exp(SIMDSupport.load8(scores + v) - largest)
+            UnsafeMutableRawPointer(scores + v).storeBytes(of: e, as: SIMD8<Float>.self)
+            sum += e
+            v += 8
+        }
+        let inverse = 1 / SIMDSupport.sum(sum)
+        v = 0
+        while v < padded {
+            UnsafeMutableRawPointer(scores + v).storeBytes(of: SIMDSupport.load8(scores + v) * inverse, as: SIMD8<Float>.self)
+            v += 8
+        }
+    }
+
+    /// out0 = sum over v in 0..<shared of p0[v] * values[v], then over t in 0..<extra0 of
+    /// p0[shared + t] * values[shared + steps0[t]] (likewise out1 with p1, extra1, steps1): one fused
+    /// multiply-add per value and dimension, in that order, from zero. `values` rows are
+    /// `headDimension` apart. The second query may repeat the first (same pointers).
+    @inline(__always)
+    static func weightedValues(
+        values: UnsafePointer<Float>, shared: Int, headDimension hd: Int,
+        _ p0: UnsafePointer<Float>, steps steps0: UnsafePointer<Int32>, extra extra0: Int, out out0: UnsafeMutablePointer<Float>,
+        _ p1: UnsafePointer<Float>, steps steps1: UnsafePointer<Int32>, extra extra1: Int, out out1: UnsafeMutablePointer<Float>
+    ) {
+        if p0 == p1 && out0 == out1 {
+            weightedValues(values: values, shared: shared, headDimension: hd, p0, steps: steps0, extra: extra0, out: out0)
+            return
+        }
+        var d = 0
+        // 32 dimensions at a time: 4 x 8 lanes per query.
+        while d + 32 <= hd {
+            var a0 = SIMD8<Float>(), a1 = SIMD8<Float>(), a2 = SIMD8<Float>(), a3 = SIMD8<Float>()
+            var b0 = SIMD8<Float>(), b1 = SIMD8<Float>(), b2 = SIMD8<Float>(), b3 = SIMD8<Float>()
+            var row = values + d
+            for v in 0..<shared {
+                let x = SIMD8<Float>(repeating: p0[v]), y = SIMD8<Float>(repeating: p1[v])
+                let v0 = SIMDSupport.load8(row)
+                a0.addProduct(x, v0)
+                b0.addProduct(y, v0)
+                let v1 = SIMDSupport.load8(row + 8)
+                a1.addProduct(x, v1)
+                b1.addProduct(y, v1)
+                let v2 = SIMDSupport.load8(row + 16)
+                a2.addProduct(x, v2)
+                b2.addProduct(y, v2)
+                let v3 = SIMDSupport.load8(row + 24)
+                a3.addProduct(x, v3)
+                b3.addProduct(y, v3)
+                row += hd
+            }
+            for t in 0..<extra0 {
+                let x = SIMD8<Float>(repeating: p0[shared + t])
+                let r = values + (shared + Int(steps0[t])) * hd + d
+                a0.addProduct(x, SIMDSupport.load8(r))
+                a1.addProduct(x, SIMDSupport.load8(r + 8))
+                a2.addProduct(x, SIMDSupport.load8(r + 16))
+                a3.addProduct(x, SIMDSupport.load8(r + 24))
+            }
+            for t in 0..<extra1 {
+                let y = SIMD8<Float>(repeating: p1[shared + t])
+                let r = values + (shared + Int(steps1[t])) * hd + d
+                b0.addProduct(y, SIMDSupport.load8(r))
+                b1.addProduct(y, SIMDSupport.load8(r + 8))
+                b2.addProduct(y, SIMDSupport.load8(r + 16))
+                b3.addProduct(y, SIMDSupport.load8(r + 24))
+            }
+            store(a0, out0 + d)
+            store(a1, out0 + d + 8)
+            store(a2, out0 + d + 16)
+            store(a3, out0 + d + 24)
+            store(b0, out1 + d)
+            store(b1, out1 + d + 8)
+            store(b2, out1 + d + 16)
+            store(b3, out1 + d + 24)
+            d += 32
+        }
+        // 8 dimensions at a time.
+        while d + 8 <= hd {
+            var a = SIMD8<Float>(), b = SIMD8<Float>()
+            var row = values + d
+            for v in 0..<shared {
+                let w = SIMDSupport.load8(row)
+                a.addProduct(SIMD8<Float>(repeating: p0[v]), w)
+                b.addProduct(SIMD8<Float>(repeating: p1[v]), w)
+                row += hd
+            }
+            for t in 0..<extra0 {
+                a.addProduct(SIMD8<Float>(repeating: p0[shared + t]),
+                             SIMDSupport.load8(values + (shared + Int(steps0[t])) * hd + d))
+            }
+            for t in 0..<extra1 {
+                b.addProduct(SIMD8<Float>(repeating: p1[shared + t]),
+                             SIMDSupport.load8(values + (shared + Int(steps1[t])) * hd + d))
+            }
+            store(a, out0 + d)
+            store(b, out1 + d)
+            d += 8
+        }
+        // Any last dimensions one at a time (the same fused multiply-adds as a lane above).
+        while d < hd {
+            var a: Float = 0, b: Float = 0
+            for v in 0..<shared {
+                a.addProduct(p0[v], values[v * hd + d])
+                b.addProduct(p1[v], values[v * hd + d])
+            }
+            for t in 0..<extra0 { a.addProduct(p0[shared + t], values[(shared + Int(steps0[t])) * hd + d]) }
+            for t in 0..<extra1 { b.addProduct(p1[shared + t], values[(shared + Int(steps1[t])) * hd + d]) }
+            out0[d] = a
+            out1[d] = b
+            d += 1
+        }
+    }
+
+    /// `weightedValues` for one query (the same fused multiply-adds in the same order).
+    @inline(__always)
+    static func weightedValues(
+        values: UnsafePointer<Float>, shared: Int, headDimension hd: Int,
+        _ p0: UnsafePointer<Float>, steps steps0: UnsafePointer<Int32>, extra extra0: Int, out out0: UnsafeMutablePointer<Float>
+    ) {
+        var d = 0
+        while d + 64 <= hd {
+            var a0 = SIMD8<Float>(), a1 = SIMD8<Float>(), a2 = SIMD8<Float>(), a3 = SIMD8<Float>()
+            var a4 = SIMD8<Float>(), a5 = SIMD8<Float>(), a6 = SIMD8<Float>(), a7 = SIMD8<Float>()
+            @inline(__always) func add(_ p: Float, _ r: UnsafePointer<Float>) {
+                let x = SIMD8<Float>(repeating: p)
+                a0.addProduct(x, SIMDSupport.load8(r))
+                a1.addProduct(x, SIMDSupport.load8(r + 8))
+                a2.addProduct(x, SIMDSupport.load8(r + 16))
+                a3.addProduct(x, SIMDSupport.load8(r + 24))
+                a4.addProduct(x, SIMDSupport.load8(r + 32))
+                a5.addProduct(x, SIMDSupport.load8(r + 40))
+                a6.addProduct(x, SIMDSupport.load8(r + 48))
+                a7.addProduct(x, SIMDSupport.load8(r + 56))
+            }
+            var row = UnsafePointer(values) + d
+            for v in 0..<shared {
+                add(p0[v], row)
+                row += hd
+            }
+            for t in 0..<extra0 { add(p0[shared + t], values + (shared + Int(steps0[t])) * hd + d) }
+            store(a0, out0 + d)
+            store(a1, out0 + d + 8)
+            store(a2, out0 + d + 16)
+            store(a3, out0 + d + 24)
+            store(a4, out0 + d + 32)
+            store(a5, out0 + d + 40)
+            store(a6, out0 + d + 48)
+            store(a7, out0 + d + 56)
+            d += 64
+        }
+        while d + 8 <= hd {
+            var a = SIMD8<Float>()
+            var row = values + d
+            for v in 0..<shared {
+                a.addProduct(SIMD8<Float>(repeating: p0[v]), SIMDSupport.load8(row))
+                row += hd
+            }
+            for t in 0..<extra0 {
+                a.addProduct(SIMD8<Float>(repeating: p0[shared + t]),
+                             SIMDSupport.load8(values + (shared + Int(steps0[t])) * hd + d))
+            }
+            store(a, out0 + d)
+            d += 8
+        }
+        while d < hd {
+            var a: Float = 0
+            for v in 0..<shared { a.addProduct(p0[v], values[v * hd + d]) }
+            for t in 0..<extra0 { a.addProduct(p0[shared + t], values[(shared + Int(steps0[t])) * hd + d]) }
+            out0[d] = a
+            d += 1
+        }
+    }
+
+    /// (SIMDSupport.sum(v0), ..., SIMDSupport.sum(v7)): the same additions in the same tree, done
+    /// for the eight vectors at once by transposing as they go.
+    @inline(__always)
+    static func sums(
+        _ v0: SIMD8<Float>, _ v1: SIMD8<Float>, _ v2: SIMD8<Float>, _ v3: SIMD8<Float>,
+        _ v4: SIMD8<Float>, _ v5: SIMD8<Float>, _ v6: SIMD8<Float>, _ v7: SIMD8<Float>
+    ) -> SIMD8<Float> {
+        // Lanes 0-3 plus lanes 4-7: [four(v0) | four(v1)], ...
+        @inline(__always) func fours(_ a: SIMD8<Float>, _ b: SIMD8<Float>) -> SIMD8<Float> {
+            SIMD8(lowHalf: a.lowHalf, highHalf: b.lowHalf) + SIMD8(lowHalf: a.highHalf, highHalf: b.highHalf)
+        }
+        // Then lanes (0, 1) plus lanes (2, 3) of each four: [two(v0), two(v1), two(v2), two(v3)].
+        @inline(__always) func twos(_ a: SIMD8<Float>, _ b: SIMD8<Float>) -> SIMD8<Float> {
+            SIMD8(a[0], a[1], a[4], a[5], b[0], b[1], b[4], b[5]) + SIMD8(a[2], a[3], a[6], a[7], b[2], b[3], b[6], b[7])
+        }
+        let t = twos(fours(v0, v1), fours(v2, v3)), u = twos(fours(v4, v5), fours(v6, v7))
+        // Then lane 0 plus lane 1 of each two.
+        return SIMD8(lowHalf: t.evenHalf + t.oddHalf, highHalf: u.evenHalf + u.oddHalf)
+    }
+
+    /// Lanewise a > b ? a : b (so b where either is NaN), one instruction on x86-64.
+    @inline(__always)
+    static func maximum(_ a: SIMD8<Float>, _ b: SIMD8<Float>) -> SIMD8<Float> {
+        #if arch(x86_64)
+        return _mm256_max_ps(a, b)
+        #else
+        return b.replacing(with: a, where: a .> b)
+        #endif
+    }
+
+    /// Lanewise a < b ? a : b (so b where either is NaN), one instruction on x86-64.
+    @inline(__always)
+    static func minimum(_ a: SIMD8<Float>, _ b: SIMD8<Float>) -> SIMD8<Float> {
+        #if arch(x86_64)
+        return _mm256_min_ps(a, b)
+        #else
+        return b.replacing(with: a, where: a .< b)
+        #endif
+    }
+
+    @inline(__always)
+    private static func store(_ v: SIMD8<Float>, _ p: UnsafeMutablePointer<Float>) {
+        UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD8<Float>.self)
+    }
+
+    /// e^x for eight values, within 1.5e-7 relative of the exact result for normal results (the
+    /// fast-path `expf` is within about 6e-8): 0 for x <= -104 and -infinity, +infinity above
+    /// about 88.72, NaN for NaN. Subnormal results are rounded once. Each lane depends only on its
+    /// own input.
+    ///
+    /// Cody-Waite reduction x = n ln2 + r with |r| <= ln2 / 2, Cephes' degree-5 minimax polynomial
+    /// for (e^r - 1 - r) / r^2, and the scale 2^n applied as two exact powers of two.
+    @inline(__always)
+    static func exp(_ x: SIMD8<Float>) -> SIMD8<Float> {
+        // Clamp to [-104, 89] (NaN passes through unchanged).
+        let x = maximum(SIMD8(repeating: -104), minimum(SIMD8(repeating: 89), x))
+        // n = round-to-nearest-even(x / ln2) through the 1.5 * 2^23 shifter; its low bits hold n.
+        let shifter = SIMD8<Float>(repeating: 12582912)
+        let shifted = x * SIMD8(repeating: 1.44269504088896341) + shifter
+        let n = shifted - shifter
+        var r = x.addingProduct(n, SIMD8(repeating: -0.693359375))
+        r = r.addingProduct(n, SIMD8(repeating: 2.12194440e-4))
+        var p = SIMD8<Float>(repeating: 1.9875691500e-4)
+        p = SIMD8(repeating: 1.3981999507e-3).addingProduct(p, r)
+        p = SIMD8(repeating: 8.3334519073e-3).addingProduct(p, r)
+        p = SIMD8(repeating: 4.1665795894e-2).addingProduct(p, r)
+        p = SIMD8(repeating: 1.6666665459e-1).addingProduct(p, r)
+        p = SIMD8(repeating: 5.0000001201e-1).addingProduct(p, r)
+        let y = r.addingProduct(p, r * r) + 1
+        // 2^n as 2^h * 2^(n-h), h = n >> 1, both normal for every n the clamp allows (-150...129):
+        // y * 2^h is exact, the second product rounds once (to a subnormal, or overflows to inf).
+        let ni = unsafeBitCast(shifted, to: SIMD8<Int32>.self) &- unsafeBitCast(shifter, to: SIMD8<Int32>.self)
+        let h = ni &>> 1
+        let scale1 = unsafeBitCast((h &+ 127) &<< 23, to: SIMD8<Float>.self)
+        let scale2 = unsafeBitCast((ni &- h &+ 127) &<< 23, to: SIMD8<Float>.self)
+        return y * scale1 * scale2
+    }
+}
