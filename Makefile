@@ -20,7 +20,7 @@ release: setup
 
 demo: release
 	$(SWIFT) run -c release --skip-build medusa-worker generate --chat "Tell me the capital of France and one fact about it." --max-tokens 96 \
-		--heads models/smollm2-135m-instruct-medusa --tree models/smollm2-135m-instruct-medusa/tree.json
+		--heads models/smollm2-135m-instruct-medusa
 
 test: setup
 	$(SWIFT) build $(SWIFT_TEST_FLAGS) --build-tests

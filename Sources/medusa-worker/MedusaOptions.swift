@@ -1,5 +1,6 @@
 import ArgumentParser
 import Coordinator
+import Foundation
 import Medusa
 import Worker
 
@@ -11,9 +12,23 @@ struct MedusaOptions: ParsableArguments {
     var heads: String?
 
     @Option(help: ArgumentHelp(
-        "Candidate tree: a JSON file of medusa_choices, or \(CandidateTree.presetNames.joined(separator: ", ")).",
+        "Candidate tree: a JSON file of medusa_choices, or \(CandidateTree.presetNames.joined(separator: ", ")). Default: the heads folder's tree.json (what tune-tree chose for them) if it has one, else 'default'.",
         valueName: "file|name"))
-    var tree: String = "default"
+    var tree: String?
+
+    /// `--tree`, else the heads folder's `tree.json`, else the preset "default".
+    var treeArgument: String {
+        if let tree { return tree }
+        if let heads {
+            var isDirectory: ObjCBool = false
+            let file = URL(fileURLWithPath: heads).appendingPathComponent("tree.json").path
+            if FileManager.default.fileExists(atPath: heads, isDirectory: &isDirectory), isDirectory.boolValue,
+               FileManager.default.fileExists(atPath: file) {
+                return file
+            }
+        }
+        return "default"
+    }
 
     @Option(help: ArgumentHelp(
         "Acceptance: greedy (output identical to plain greedy decoding), typical, or sample (lossless speculative sampling). Default: greedy at temperature 0, sample above.",
@@ -28,7 +43,7 @@ struct MedusaOptions: ParsableArguments {
 
     func validate() throws {
         if heads == nil {
-            guard tree == "default" else { throw ValidationError("--tree needs --heads") }
+            guard tree == nil else { throw ValidationError("--tree needs --heads") }
             guard accept == nil else { throw ValidationError("--accept needs --heads") }
         }
         if let accept, !["greedy", "typical", "sample"].contains(accept) {
@@ -58,7 +73,7 @@ struct MedusaOptions: ParsableArguments {
     func generator(model: LlamaModel, temperature: Float) throws -> MedusaGenerator? {
         guard let heads else { return nil }
         let source = try MedusaHeads(weights: MedusaHeadWeights(path: heads), model: model)
-        let tree = try CandidateTree(argument: self.tree, headCount: source.depth)
+        let tree = try CandidateTree(argument: treeArgument, headCount: source.depth)
         return try MedusaGenerator(model: model, source: source, tree: tree, rule: rule(temperature: temperature))
     }
 }

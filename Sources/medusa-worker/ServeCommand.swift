@@ -126,7 +126,7 @@ extension MedusaOptions {
     func setup(model: LlamaModel) throws -> MedusaSetup? {
         guard let heads else { return nil }
         let source = try MedusaHeads(weights: MedusaHeadWeights(path: heads), model: model)
-        let tree = try CandidateTree(argument: self.tree, headCount: source.depth)
+        let tree = try CandidateTree(argument: treeArgument, headCount: source.depth)
         let typical = accept == "typical" ? AcceptanceRule.typical(epsilon: typicalEps, delta: typicalDelta) : nil
         return MedusaSetup(source: source, tree: tree, typical: typical)
     }

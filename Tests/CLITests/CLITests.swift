@@ -168,9 +168,15 @@ import Worker
         let generate = ["generate", "--model", model, "--chat", "Name three uses of a paperclip.", "--max-tokens", "64",
                         "--threads", "2", "--json"]
         let plain = try BinaryRunner.run(generate)
-        let medusa = try BinaryRunner.run(generate + ["--heads", Self.folder, "--tree", Self.folder + "/tree.json"])
+        // Without --tree, the folder's own tree.json is the tree.
+        let medusa = try BinaryRunner.run(generate + ["--heads", Self.folder])
         #expect(medusa.status == 0, "\(medusa.stderr)")
         #expect(try medusa.json()["token_ids"] as? [Int] == plain.json()["token_ids"] as? [Int])
+        let paths = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: Self.folder + "/tree.json"))) as? [[Int]]
+        #expect(try medusa.json()["tree_nodes"] as? Int == (paths?.count ?? -1) + 1)
+        let preset = try BinaryRunner.run(["generate", "--model", model, "--prompt", "Hi", "--max-tokens", "4", "--threads", "2",
+                                           "--json", "--heads", Self.folder, "--tree", "default"])
+        #expect(try preset.json()["tree_nodes"] as? Int == 10, "\(preset.stderr)")
         // The heads guess some tokens right: fewer verify steps than tokens.
         let accepted = try medusa.json()["mean_accepted_tokens"] as? Double ?? 0
         #expect(accepted > 1.05, "mean accepted tokens per step \(accepted)")
