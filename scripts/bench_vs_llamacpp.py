@@ -60,12 +60,16 @@ class LlamaCpp:
         llm.reset()
         llm.eval(prompt)
         generated = []
+        # Without logits_all, llama-cpp-python 0.3.x no longer copies logits into `llm.scores` (it
+        # stays zero): read the context's logits of the last evaluated token directly.
+        def last_logits():
+            return np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),))
         start = time.perf_counter()
-        token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        token = int(np.argmax(last_logits()))
         for _ in range(tokens - 1):
             generated.append(token)
             llm.eval([token])
-            token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+            token = int(np.argmax(last_logits()))
         generated.append(token)
         seconds = time.perf_counter() - start
         # As ours: the first token comes from the prompt's logits, so tokens - 1 decode steps.
