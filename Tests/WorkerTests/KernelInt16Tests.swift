@@ -88,88 +88,21 @@ struct KernelInt16Tests {
         }
     }
 
-    /// Against the exact fp32 product: each activation moves by at most half a step (s / 2) of its
-    /// block, so |y_int16 - y_fp32| <= sum_c |W[r, c]| * s_b(c) / 2, plus fp32 accumulation error.
     @Test("stays within the int16 rounding bound of the exact fp32 product", arguments: KernelTestData.blockFormats)
     func roundingBound(type: TensorType) {
-        var rng = SplitMix64(seed: 0xb0b ^ UInt64(type.rawValue))
-        let pool = KernelTestData.pool(2)
-        let (rows, columns, n) = (33, 576, 5)
-        let w = KernelTestData.matrix(type, rows: rows, columns: columns, &rng)
-        let x = KernelTestData.floats(n * columns, &rng, scale: 3)
-        let exact = ReferenceKernels.multiply(w, x: x, n: n)
-        let y = KernelTestData.multiply(w, x, n: n, pool: pool, inputs: .int16)
-        for r in 0..<rows {
-            var row = [Float](repeating: 0, count: columns)
-            row.withUnsafeMutableBufferPointer { w.dequantizeRow(r, into: $0.baseAddress!) }
-            for i in 0..<n {
-                let xi = x[(i * columns)..<((i + 1) * columns)]
-                let scales = ReferenceKernels.quantizeInt16(xi).scales
-                var bound = 0.0
-                for c in 0..<columns { bound += abs(Double(row[c])) * Double(scales[c / 32]) / 2 }
-                bound += KernelMatMulTests.tolerance(type, xi, row[...])
-                let error = abs(Double(y[i * rows + r]) - Double(exact[i * rows + r]))
-                #expect(error <= bound, "\(type) row \(r) input \(i): \(error) > \(bound)")
-            }
-        }
+        KernelTestData.checkRoundingBound(type, inputs: .int16, seed: 0xb0b) { ReferenceKernels.quantizeInt16($0).scales }
     }
 
     @Test("a row alone, inside blocks of 2...33 rows, on 1/2/3 threads: bit-identical", arguments: KernelTestData.blockFormats)
     func batchInvariant(type: TensorType) {
-        var rng = SplitMix64(seed: 0x16ba7 ^ UInt64(type.rawValue))
-        let (rows, columns, total) = (75, 608, 40)
-        let w = KernelTestData.matrix(type, rows: rows, columns: columns, &rng)
-        let x = KernelTestData.floats(total * columns, &rng, scale: 3)
-        let pools = [KernelTestData.pool(1), KernelTestData.pool(2), KernelTestData.pool(3)]
-        var alone = [Float]()
-        for i in 0..<total {
-            alone += KernelTestData.multiply(w, Array(x[(i * columns)..<((i + 1) * columns)]), n: 1, pool: pools[0], inputs: .int16)
-        }
-        for pool in pools {
-            for n in [1, 2, 3, 4, 5, 7, 8, 9, 16, 17, 33] {
-                var start = -(n / 2)
-                while start < total {
-                    let lo = max(0, start), hi = min(total, start + n)
-                    let y = KernelTestData.multiply(w, Array(x[(lo * columns)..<(hi * columns)]), n: hi - lo, pool: pool, inputs: .int16)
-                    let same = zip(y, alone[(lo * rows)..<(hi * rows)]).allSatisfy { $0.bitPattern == $1.bitPattern }
-                    #expect(same, "\(type) threads=\(pool.threadCount) block n=\(n) rows \(lo)..<\(hi)")
-                    start += n
-                }
-            }
+        KernelTestData.checkBatchInvariance(type, seed: 0x16ba7, label: "int16") { w, x, n, pool in
+            KernelTestData.multiply(w, x, n: n, pool: pool, inputs: .int16)
         }
     }
 
     @Test("fused products (QKV, gate/up) equal separate calls bit for bit", arguments: KernelTestData.blockFormats)
     func fusedProducts(type: TensorType) {
-        var rng = SplitMix64(seed: 0x16f ^ UInt64(type.rawValue))
-        let pool = KernelTestData.pool(2)
-        let columns = 96
-        let a = KernelTestData.matrix(type, rows: 37, columns: columns, &rng)
-        let b = KernelTestData.matrix(type, rows: 9, columns: columns, &rng)
-        let c = KernelTestData.matrix(type, rows: 20, columns: columns, &rng)
-        for n in [1, 3, 6] {
-            let x = KernelTestData.floats(n * columns, &rng)
-            let separate = [a, b, c].map { KernelTestData.multiply($0, x, n: n, pool: pool, inputs: .int16) }
-            var o0 = [Float](repeating: .nan, count: n * a.rows)
-            var o1 = [Float](repeating: .nan, count: n * b.rows)
-            var o2 = [Float](repeating: .nan, count: n * c.rows)
-            x.withUnsafeBufferPointer { xp in
-                o0.withUnsafeMutableBufferPointer { y0 in
-                    o1.withUnsafeMutableBufferPointer { y1 in
-                        o2.withUnsafeMutableBufferPointer { y2 in
-                            MatMul.multiply(
-                                .init(.init(a, y: y0.baseAddress!, yStride: a.rows), .init(b, y: y1.baseAddress!, yStride: b.rows),
-                                      .init(c, y: y2.baseAddress!, yStride: c.rows)),
-                                x: xp.baseAddress!, xStride: columns, n: n, pool: pool, inputs: .int16)
-                        }
-                    }
-                }
-            }
-            let outs = [o0, o1, o2]
-            for k in 0..<3 {
-                #expect(zip(outs[k], separate[k]).allSatisfy { $0.bitPattern == $1.bitPattern }, "\(type) product \(k) n=\(n)")
-            }
-        }
+        KernelTestData.checkFusedProducts(type, inputs: .int16, seed: 0x16f)
     }
 
     @Test("formats without a block kernel ignore the choice", arguments: [TensorType.f32, .f16, .bf16])

@@ -125,85 +125,25 @@ struct KernelInt8Tests {
         }
     }
 
-    /// Each activation moves by at most half a step (d / 2) of its block, so |y_int8 - y_fp32| <=
-    /// sum_c |W[r, c]| * d_b(c) / 2, plus fp32 accumulation error.
     @Test("stays within the int8 rounding bound of the exact fp32 product", arguments: KernelTestData.blockFormats)
     func roundingBound(type: TensorType) {
-        var rng = SplitMix64(seed: 0xb08 ^ UInt64(type.rawValue))
-        let pool = KernelTestData.pool(2)
-        let (rows, columns, n) = (33, 576, 5)
-        let w = KernelTestData.matrix(type, rows: rows, columns: columns, &rng)
-        let x = KernelTestData.floats(n * columns, &rng, scale: 3)
-        let exact = ReferenceKernels.multiply(w, x: x, n: n)
-        let y = KernelTestData.multiply(w, x, n: n, pool: pool, inputs: .int8)
-        var largest = 0.0
-        for r in 0..<rows {
-            var row = [Float](repeating: 0, count: columns)
-            row.withUnsafeMutableBufferPointer { w.dequantizeRow(r, into: $0.baseAddress!) }
-            for i in 0..<n {
-                let xi = x[(i * columns)..<((i + 1) * columns)]
-                let scales = ReferenceKernels.quantizeInt8(xi).scales
-                var bound = 0.0
-                for c in 0..<columns { bound += abs(Double(row[c])) * Double(scales[c / 32]) / 2 }
-                bound += KernelMatMulTests.tolerance(type, xi, row[...])
-                let error = abs(Double(y[i * rows + r]) - Double(exact[i * rows + r]))
-                largest = max(largest, error)
-                #expect(error <= bound, "\(type) row \(r) input \(i): \(error) > \(bound)")
-            }
-        }
+        let largest = KernelTestData.checkRoundingBound(type, inputs: .int8, seed: 0xb08) { ReferenceKernels.quantizeInt8($0).scales }
         #expect(largest > 0, "the int8 rounding shows")
     }
 
-    @Test("a row alone, inside blocks of 2...33 rows, on 1/2/3 threads: bit-identical", arguments: KernelTestData.blockFormats)
+    @Test("a row alone, inside blocks of 2...33 rows, on 1/2/3 threads: bit-identical, every variant",
+          arguments: KernelTestData.blockFormats)
     func batchInvariant(type: TensorType) {
-        var rng = SplitMix64(seed: 0x8ba7 ^ UInt64(type.rawValue))
-        let (rows, columns, total) = (75, 608, 40)
-        let w = KernelTestData.matrix(type, rows: rows, columns: columns, &rng)
-        let x = KernelTestData.floats(total * columns, &rng, scale: 3)
-        let pools = [KernelTestData.pool(1), KernelTestData.pool(2), KernelTestData.pool(3)]
         for variant in Self.variants where variant != .scalar {
-            var alone = [Float]()
-            for i in 0..<total {
-                alone += Self.multiply(w, Array(x[(i * columns)..<((i + 1) * columns)]), n: 1, pool: pools[0], variant: variant)
-            }
-            for pool in pools {
-                for n in [2, 3, 4, 5, 7, 8, 9, 16, 17, 33] {
-                    var start = -(n / 2)
-                    while start < total {
-                        let lo = max(0, start), hi = min(total, start + n)
-                        let y = Self.multiply(w, Array(x[(lo * columns)..<(hi * columns)]), n: hi - lo, pool: pool, variant: variant)
-                        #expect(Self.sameBits(y, Array(alone[(lo * rows)..<(hi * rows)])),
-                                "\(type) \(variant) threads=\(pool.threadCount) block n=\(n) rows \(lo)..<\(hi)")
-                        start += n
-                    }
-                }
+            KernelTestData.checkBatchInvariance(type, seed: 0x8ba7, label: "\(variant)") { w, x, n, pool in
+                Self.multiply(w, x, n: n, pool: pool, variant: variant)
             }
         }
     }
 
     @Test("fused products (QKV, gate/up) equal separate calls bit for bit", arguments: KernelTestData.blockFormats)
     func fusedProducts(type: TensorType) {
-        var rng = SplitMix64(seed: 0x8f ^ UInt64(type.rawValue))
-        let pool = KernelTestData.pool(2)
-        let columns = 96
-        let a = KernelTestData.matrix(type, rows: 37, columns: columns, &rng)
-        let b = KernelTestData.matrix(type, rows: 9, columns: columns, &rng)
-        for n in [1, 3, 6] {
-            let x = KernelTestData.floats(n * columns, &rng)
-            let separate = [a, b].map { KernelTestData.multiply($0, x, n: n, pool: pool, inputs: .int8) }
-            var o0 = [Float](repeating: .nan, count: n * a.rows)
-            var o1 = [Float](repeating: .nan, count: n * b.rows)
-            x.withUnsafeBufferPointer { xp in
-                o0.withUnsafeMutableBufferPointer { y0 in
-                    o1.withUnsafeMutableBufferPointer { y1 in
-                        MatMul.multiply(
-                            .init(.init(a, y: y0.baseAddress!, yStride: a.rows), .init(b, y: y1.baseAddress!, yStride: b.rows)),
-                            x: xp.baseAddress!, xStride: columns, n: n, pool: pool, inputs: .int8)
-                    }
-                }
-            }
-            #expect(Self.sameBits(o0, separate[0]) && Self.sameBits(o1, separate[1]), "\(type) n=\(n)")
-        }
+        KernelTestData.checkFusedProducts(type, inputs: .int8, seed: 0x8f)
     }
 
     @Test("non-finite inputs give NaN, not a trap or garbage", arguments: KernelTestData.blockFormats)

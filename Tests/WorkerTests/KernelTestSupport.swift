@@ -1,3 +1,4 @@
+import Testing
 @testable import Worker
 import Medusa
 
@@ -84,6 +85,97 @@ enum KernelTestData {
 
     static let formats: [TensorType] = [.f32, .f16, .bf16, .q8_0, .q4_0, .q4_1]
 
-    /// The formats with an int16-activation kernel.
+    /// The formats with int16- and int8-activation kernels.
     static let blockFormats: [TensorType] = [.q8_0, .q4_0, .q4_1]
+
+    /// An integer-input kernel against the exact fp32 product: each activation moves by at most half
+    /// a step (s / 2) of its block, so |y - y_fp32| <= sum_c |W[r, c]| * s_b(c) / 2, plus fp32
+    /// accumulation error. `scales` gives a row's block steps. Returns the largest error seen.
+    @discardableResult
+    static func checkRoundingBound(
+        _ type: TensorType, inputs: MatMulInputs, seed: UInt64, scales: (ArraySlice<Float>) -> [Float]
+    ) -> Double {
+        var rng = SplitMix64(seed: seed ^ UInt64(type.rawValue))
+        let (rows, columns, n) = (33, 576, 5)
+        let w = matrix(type, rows: rows, columns: columns, &rng)
+        let x = floats(n * columns, &rng, scale: 3)
+        let exact = ReferenceKernels.multiply(w, x: x, n: n)
+        let y = multiply(w, x, n: n, pool: pool(2), inputs: inputs)
+        var largest = 0.0
+        for r in 0..<rows {
+            var row = [Float](repeating: 0, count: columns)
+            row.withUnsafeMutableBufferPointer { w.dequantizeRow(r, into: $0.baseAddress!) }
+            for i in 0..<n {
+                let xi = x[(i * columns)..<((i + 1) * columns)]
+                let steps = scales(xi)
+                var bound = 0.0
+                for c in 0..<columns { bound += abs(Double(row[c])) * Double(steps[c / 32]) / 2 }
+                bound += KernelMatMulTests.tolerance(type, xi, row[...])
+                let error = abs(Double(y[i * rows + r]) - Double(exact[i * rows + r]))
+                largest = max(largest, error)
+                #expect(error <= bound, "\(type) \(inputs) row \(r) input \(i): \(error) > \(bound)")
+            }
+        }
+        return largest
+    }
+
+    /// Rows multiplied alone (n = 1, one thread) and inside blocks of 2...33 rows on 1/2/3 threads
+    /// give the same bits, through `multiply(w, x, n, pool)`.
+    static func checkBatchInvariance(
+        _ type: TensorType, seed: UInt64, label: String,
+        multiply: (WeightMatrix, [Float], Int, ThreadPool) -> [Float]
+    ) {
+        var rng = SplitMix64(seed: seed ^ UInt64(type.rawValue))
+        let (rows, columns, total) = (75, 608, 40)
+        let w = matrix(type, rows: rows, columns: columns, &rng)
+        let x = floats(total * columns, &rng, scale: 3)
+        let pools = [pool(1), pool(2), pool(3)]
+        var alone = [Float]()
+        for i in 0..<total { alone += multiply(w, Array(x[(i * columns)..<((i + 1) * columns)]), 1, pools[0]) }
+        for pool in pools {
+            for n in [1, 2, 3, 4, 5, 7, 8, 9, 16, 17, 33] {
+                var start = -(n / 2)
+                while start < total {
+                    let lo = max(0, start), hi = min(total, start + n)
+                    let y = multiply(w, Array(x[(lo * columns)..<(hi * columns)]), hi - lo, pool)
+                    let same = zip(y, alone[(lo * rows)..<(hi * rows)]).allSatisfy { $0.bitPattern == $1.bitPattern }
+                    #expect(same, "\(type) \(label) threads=\(pool.threadCount) block n=\(n) rows \(lo)..<\(hi)")
+                    start += n
+                }
+            }
+        }
+    }
+
+    /// Fused products (QKV, gate/up: one pool job) equal separate `MatMul.multiply` calls bit for bit.
+    static func checkFusedProducts(_ type: TensorType, inputs: MatMulInputs, seed: UInt64) {
+        var rng = SplitMix64(seed: seed ^ UInt64(type.rawValue))
+        let pool = pool(2)
+        let columns = 96
+        let a = matrix(type, rows: 37, columns: columns, &rng)
+        let b = matrix(type, rows: 9, columns: columns, &rng)
+        let c = matrix(type, rows: 20, columns: columns, &rng)
+        for n in [1, 3, 6] {
+            let x = floats(n * columns, &rng)
+            let separate = [a, b, c].map { multiply($0, x, n: n, pool: pool, inputs: inputs) }
+            var o0 = [Float](repeating: .nan, count: n * a.rows)
+            var o1 = [Float](repeating: .nan, count: n * b.rows)
+            var o2 = [Float](repeating: .nan, count: n * c.rows)
+            x.withUnsafeBufferPointer { xp in
+                o0.withUnsafeMutableBufferPointer { y0 in
+                    o1.withUnsafeMutableBufferPointer { y1 in
+                        o2.withUnsafeMutableBufferPointer { y2 in
+                            MatMul.multiply(
+                                .init(.init(a, y: y0.baseAddress!, yStride: a.rows), .init(b, y: y1.baseAddress!, yStride: b.rows),
+                                      .init(c, y: y2.baseAddress!, yStride: c.rows)),
+                                x: xp.baseAddress!, xStride: columns, n: n, pool: pool, inputs: inputs)
+                        }
+                    }
+                }
+            }
+            let outs = [o0, o1, o2]
+            for k in 0..<3 {
+                #expect(zip(outs[k], separate[k]).allSatisfy { $0.bitPattern == $1.bitPattern }, "\(type) \(inputs) product \(k) n=\(n)")
+            }
+        }
+    }
 }

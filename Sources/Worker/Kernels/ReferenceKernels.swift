@@ -70,8 +70,19 @@ public enum ReferenceKernels {
     /// the scale s = max|x| / 32767 and q = round-to-nearest-even(x * (32767 / max|x|)) (0 for an
     /// all-zero block). A block holding an infinity or NaN gets scale NaN and q = 0.
     public static func quantizeInt16(_ x: ArraySlice<Float>) -> (values: [Int16], scales: [Float]) {
+        quantizeBlocks(x) { largest in
+            (largest / 32767, largest > 0 ? 32767 / largest : 0)
+        }
+    }
+
+    /// Per 32-value block of `x`: NaN scale and zero values when the block holds an infinity or NaN;
+    /// else `rule(max|x|)` gives (scale, inverse) and q = round-to-nearest-even(x * inverse) (a
+    /// block whose inverse is not finite keeps scale 0 and zero values).
+    private static func quantizeBlocks<Q: FixedWidthInteger>(
+        _ x: ArraySlice<Float>, _ rule: (_ largest: Float) -> (scale: Float, inverse: Float)
+    ) -> (values: [Q], scales: [Float]) {
         precondition(x.count % 32 == 0, "\(x.count) values are not whole 32-value blocks")
-        var values = [Int16](repeating: 0, count: x.count)
+        var values = [Q](repeating: 0, count: x.count)
         var scales = [Float](repeating: 0, count: x.count / 32)
         for b in 0..<(x.count / 32) {
             let block = x[(x.startIndex + 32 * b)..<(x.startIndex + 32 * b + 32)]
@@ -81,10 +92,11 @@ public enum ReferenceKernels {
             }
             var largest: Float = 0
             for v in block { largest = max(largest, abs(v)) }
-            scales[b] = largest / 32767
-            let inverse: Float = largest > 0 ? 32767 / largest : 0
+            let (scale, inverse) = rule(largest)
+            guard inverse.isFinite else { continue }
+            scales[b] = scale
             for (j, v) in block.enumerated() {
-                values[32 * b + j] = Int16((v * inverse).rounded(.toNearestOrEven))
+                values[32 * b + j] = Q((v * inverse).rounded(.toNearestOrEven))
             }
         }
         return (values, scales)
@@ -138,31 +150,16 @@ public enum ReferenceKernels {
         }
         return y
     }
+
     /// The int8 path's activations (`MatMulInputs.int8`, llama.cpp's Q8_0 rounding) for one row of
     /// whole 32-value blocks: per block d = max|x| / 127 and q = round-to-nearest-even(x * (1 / d))
     /// (0 for an all-zero block, and for a block whose 1 / d overflows, with d = 0). A block holding
     /// an infinity or NaN gets d = NaN and q = 0.
     public static func quantizeInt8(_ x: ArraySlice<Float>) -> (values: [Int8], scales: [Float]) {
-        precondition(x.count % 32 == 0, "\(x.count) values are not whole 32-value blocks")
-        var values = [Int8](repeating: 0, count: x.count)
-        var scales = [Float](repeating: 0, count: x.count / 32)
-        for b in 0..<(x.count / 32) {
-            let block = x[(x.startIndex + 32 * b)..<(x.startIndex + 32 * b + 32)]
-            guard block.allSatisfy(\.isFinite) else {
-                scales[b] = .nan
-                continue
-            }
-            var largest: Float = 0
-            for v in block { largest = max(largest, abs(v)) }
+        quantizeBlocks(x) { largest in
             let d = largest / 127
-            let inverse: Float = d != 0 ? 1 / d : 0
-            guard inverse.isFinite else { continue }
-            scales[b] = d
-            for (j, v) in block.enumerated() {
-                values[32 * b + j] = Int8((v * inverse).rounded(.toNearestOrEven))
-            }
+            return (d, d != 0 ? 1 / d : 0)
         }
-        return (values, scales)
     }
 
     /// The int8 path's products (`MatMulInputs.int8`) for Q8_0, Q4_0 and Q4_1 weights: x quantized
