@@ -53,6 +53,12 @@ struct ShardLayoutTests {
         #expect(long.encode().count > StepPlan.inlineWords)
         #expect(try StepPlan.decode(long.encode()) == long)
         #expect(try StepPlan.decode(StepPlan(kind: .shutdown).encode()).kind == .shutdown)
+        // An LM-head step carries hidden rows, bit for bit (negative zero, subnormals, infinities).
+        let hidden: [Float] = (0..<(2 * 576)).map { Float($0) * -0.37 } + [-0.0, .leastNonzeroMagnitude, .infinity, -.infinity]
+        let logits = StepPlan(kind: .logits, hidden: hidden)
+        #expect(logits.encode().count > StepPlan.inlineWords)
+        let decoded = try StepPlan.decode(logits.encode())
+        #expect(decoded.kind == .logits && decoded.hidden.map(\.bitPattern) == hidden.map(\.bitPattern))
         var corrupt = small.encode()
         corrupt[6] += 1
         #expect(throws: PlanError.self) { try StepPlan.decode(corrupt) }

@@ -62,6 +62,14 @@ public final class LlamaModel: @unchecked Sendable {
     public var profile: StepProfile?
     /// How the quantized weight matrices take their inputs (`--matmul-inputs`).
     public let matmulInputs: MatMulInputs
+    /// Vocabulary-parallel LM head: rank r owns rows r * vocabularyChunk ..< min(vocabulary,
+    /// (r + 1) * vocabularyChunk) of `weights.output` (all of them on a group of one).
+    private let vocabularyChunk: Int
+    private let outputSlice: WeightMatrix
+    /// `logits` on a group: this rank's slice [rows, vocabularyChunk] and, on rank 0, every rank's
+    /// [ranks, rows, vocabularyChunk]; they grow to the largest call and are then reused.
+    private var sliceLogits: [Float] = []
+    private var gatheredLogits: [Float] = []
 
     /// - Parameters:
     ///   - weights: the whole model's weights; the model keeps this rank's slices of them.
@@ -82,6 +90,10 @@ public final class LlamaModel: @unchecked Sendable {
         self.config = config
         self.matmulInputs = matmulInputs
         self.weights = try weights.shard(layout, config: config)
+        let vocabulary = config.vocabularySize
+        vocabularyChunk = (vocabulary + communicator.size - 1) / communicator.size
+        let first = min(vocabulary, communicator.rank * vocabularyChunk)
+        outputSlice = self.weights.output.rowSlice(first..<min(vocabulary, first + vocabularyChunk))
         let capacity = max(1, min(contextLength, config.contextLength))
         caches = (0..<sequences).map { _ in
             KVCache(layerCount: config.layerCount, kvHeadCount: layout.localKVHeadCount,
@@ -165,6 +177,14 @@ public final class LlamaModel: @unchecked Sendable {
             case .shutdown: return
             case .synchronize:
                 do { try communicator.barrier() } catch { throw .collective(error.description) }
+            case .logits:
+                let rows = plan.hidden.count / config.hiddenSize
+                guard rows > 0, rows * config.hiddenSize == plan.hidden.count else {
+                    throw .collective("an LM-head step of \(plan.hidden.count) values for hidden size \(config.hiddenSize)")
+                }
+                try plan.hidden.withUnsafeBufferPointer { h throws(ModelError) in
+                    try logitsSlice(hidden: h.baseAddress!, rows: rows, into: nil)
+                }
             case .forward:
                 try plan.tokens.withUnsafeBufferPointer { t throws(ModelError) in
                     try plan.positions.withUnsafeBufferPointer { p throws(ModelError) in
@@ -314,11 +334,62 @@ public final class LlamaModel: @unchecked Sendable {
     }
 
     /// LM-head logits for `rows` hidden states [rows, hidden] into `out` [rows, vocabulary].
+    ///
+    /// On a group of several (rank 0 only), vocabulary-parallel: rank 0 broadcasts the hidden rows
+    /// in a step plan, every rank multiplies them by its rows of the LM head, and rank 0 gathers
+    /// the slices. Each logit is the same kernel's product of the same row and weights, so the
+    /// result is bit-identical to one rank's. A failed collective ends the group (as a failed
+    /// forward does on the other ranks).
     public func logits(hidden: UnsafePointer<Float>, rows: Int, into out: UnsafeMutablePointer<Float>) {
         var clock = ProfileClock(profile)
-        MatMul.multiply(weights.output, x: hidden, xStride: config.hiddenSize, n: rows,
-                        y: out, yStride: config.vocabularySize, pool: pool, inputs: matmulInputs)
-        clock.lap(.lmHead)
+        defer { clock.lap(.lmHead) }
+        guard communicator.size > 1 else {
+            MatMul.multiply(weights.output, x: hidden, xStride: config.hiddenSize, n: rows,
+                            y: out, yStride: config.vocabularySize, pool: pool, inputs: matmulInputs)
+            return
+        }
+        precondition(communicator.rank == 0, "rank 0 drives the group's LM head")
+        guard rows > 0 else { return }
+        do {
+            let plan = StepPlan(kind: .logits, hidden: Array(UnsafeBufferPointer(start: hidden, count: rows * config.hiddenSize)))
+            try plan.broadcast(communicator)
+            try logitsSlice(hidden: hidden, rows: rows, into: out)
+        } catch {
+            communicator.fail("LM head: \(error)")
+        }
+    }
+
+    /// This rank's LM-head rows times `hidden`, gathered on rank 0 into `out` (nil elsewhere).
+    private func logitsSlice(hidden: UnsafePointer<Float>, rows: Int, into out: UnsafeMutablePointer<Float>?) throws(ModelError) {
+        let chunk = vocabularyChunk, ranks = communicator.size, vocabulary = config.vocabularySize
+        if sliceLogits.count < rows * chunk { sliceLogits = [Float](repeating: 0, count: rows * chunk) }
+        if out != nil && gatheredLogits.count < ranks * rows * chunk {
+            gatheredLogits = [Float](repeating: 0, count: ranks * rows * chunk)
+        }
+        let mine = outputSlice
+        sliceLogits.withUnsafeMutableBufferPointer { s in
+            MatMul.multiply(mine, x: hidden, xStride: config.hiddenSize, n: rows, y: s.baseAddress!, yStride: chunk,
+                            pool: pool, inputs: matmulInputs)
+        }
+        do {
+            try sliceLogits.withUnsafeBufferPointer { s throws(CollectiveError) in
+                try gatheredLogits.withUnsafeMutableBufferPointer { g throws(CollectiveError) in
+                    try communicator.gather(UnsafeBufferPointer(rebasing: s[0..<(rows * chunk)]),
+                                            into: UnsafeMutableBufferPointer(rebasing: g[0..<(out == nil ? 0 : ranks * rows * chunk)]),
+                                            root: 0)
+                }
+            }
+        } catch { throw .collective(error.description) }
+        guard let out else { return }
+        gatheredLogits.withUnsafeBufferPointer { g in
+            for r in 0..<ranks {
+                let first = r * chunk, count = min(vocabulary, first + chunk) - first
+                guard count > 0 else { continue }
+                for i in 0..<rows {
+                    (out + i * vocabulary + first).update(from: g.baseAddress! + (r * rows + i) * chunk, count: count)
+                }
+            }
+        }
     }
 
     /// Sums a row-parallel product across ranks (nothing on one rank), charging the time to allreduce.

@@ -2,7 +2,8 @@ import Collectives
 
 /// What every rank does in one step, decided by rank 0 and broadcast once (DESIGN.md section 1):
 /// first the cache operations rank 0 made since the previous plan (resets, commits of the kept
-/// tokens), then the step itself: a forward over tokens at positions with a tree mask, or the end.
+/// tokens), then the step itself: a forward over tokens at positions with a tree mask, an LM-head
+/// product over hidden rows (vocabulary-parallel), or the end.
 public struct StepPlan: Sendable, Equatable {
     public enum Kind: Int32, Sendable {
         case forward = 1
@@ -10,6 +11,9 @@ public struct StepPlan: Sendable, Equatable {
         case shutdown = 2
         /// Every rank answers with a barrier (`LlamaModel.synchronizeGroup`).
         case synchronize = 3
+        /// Every rank multiplies `hidden` by its rows of the LM head and rank 0 gathers them
+        /// (`LlamaModel.logits`).
+        case logits = 4
     }
 
     /// A change to one sequence's cache.
@@ -30,24 +34,27 @@ public struct StepPlan: Sendable, Equatable {
     public var mask: TreeMask
     /// Which sequence each run of tokens belongs to (`LlamaModel.forward(...segments:)`).
     public var segments: [StepSegment]
+    /// `.logits`: the hidden rows [rows, hidden size] to multiply by the LM head.
+    public var hidden: [Float]
 
     public init(kind: Kind, cacheOps: [CacheOperation] = [], tokens: [Int32] = [], positions: [Int32] = [],
-                mask: TreeMask = TreeMask(count: 0), segments: [StepSegment]? = nil) {
+                mask: TreeMask = TreeMask(count: 0), segments: [StepSegment]? = nil, hidden: [Float] = []) {
         self.kind = kind
         self.cacheOps = cacheOps
         self.tokens = tokens
         self.positions = positions
         self.mask = mask
         self.segments = segments ?? (tokens.isEmpty ? [] : [StepSegment(sequence: 0, count: tokens.count)])
+        self.hidden = hidden
     }
 
     // Wire format: Int32 words. Header: magic, kind, token count, op word count, segment count,
-    // mask words per row, total payload words; then the ops (code, sequence, arguments), the
-    // segments (sequence, count), tokens, positions, and the mask's UInt64 words as pairs of
-    // Int32. The first `inlineWords` words travel in one fixed-size broadcast; a longer plan (a
+    // mask words per row, total payload words, hidden values; then the ops (code, sequence,
+    // arguments), the segments (sequence, count), tokens, positions, the mask's UInt64 words as
+    // pairs of Int32, and the hidden values' bit patterns. The first `inlineWords` words travel in one fixed-size broadcast; a longer plan (a
     // prefill) sends the rest in a second one.
     static let magic: Int32 = 0x4D54_5053  // "MTPS"
-    static let headerWords = 7
+    static let headerWords = 8
     /// Words of the fixed first broadcast: room for a decode step or a tree of a few dozen nodes.
     public static let inlineWords = 1024
 
@@ -69,22 +76,25 @@ public struct StepPlan: Sendable, Equatable {
             maskWords.append(Int32(truncatingIfNeeded: w))
             maskWords.append(Int32(truncatingIfNeeded: w >> 32))
         }
-        let payload = ops.count + segmentWords.count + tokens.count + positions.count + maskWords.count
+        let payload = ops.count + segmentWords.count + tokens.count + positions.count + maskWords.count + hidden.count
         var words: [Int32] = [Self.magic, kind.rawValue, Int32(tokens.count), Int32(ops.count),
-                              Int32(segments.count), Int32(mask.wordsPerRow), Int32(payload)]
+                              Int32(segments.count), Int32(mask.wordsPerRow), Int32(payload), Int32(hidden.count)]
         words += ops
         words += segmentWords
         words += tokens
         words += positions
         words += maskWords
+        words += hidden.map { Int32(bitPattern: $0.bitPattern) }
         return words
     }
 
     static func decode(_ w: [Int32]) throws(PlanError) -> StepPlan {
         guard w.count >= headerWords, w[0] == magic, let kind = Kind(rawValue: w[1]) else { throw .malformed("bad header") }
         let n = Int(w[2]), opWords = Int(w[3]), segmentCount = Int(w[4]), wordsPerRow = Int(w[5]), payload = Int(w[6])
-        guard n >= 0, opWords >= 0, segmentCount >= 0, wordsPerRow >= 0, w.count >= headerWords + payload,
-              payload == opWords + 2 * segmentCount + 2 * n + 2 * n * wordsPerRow else { throw .malformed("inconsistent sizes") }
+        let hiddenCount = Int(w[7])
+        guard n >= 0, opWords >= 0, segmentCount >= 0, wordsPerRow >= 0, hiddenCount >= 0, w.count >= headerWords + payload,
+              payload == opWords + 2 * segmentCount + 2 * n + 2 * n * wordsPerRow + hiddenCount
+        else { throw .malformed("inconsistent sizes") }
         var i = headerWords
         var ops: [CacheOperation] = []
         let opsEnd = i + opWords
@@ -113,9 +123,11 @@ public struct StepPlan: Sendable, Equatable {
         for k in 0..<(n * wordsPerRow) {
             maskWords.append(UInt64(UInt32(bitPattern: w[i + 2 * k])) | UInt64(UInt32(bitPattern: w[i + 2 * k + 1])) << 32)
         }
+        i += 2 * n * wordsPerRow
+        let hidden = w[i..<(i + hiddenCount)].map { Float(bitPattern: UInt32(bitPattern: $0)) }
         guard wordsPerRow == (n + 63) / 64 else { throw .malformed("mask of \(wordsPerRow) words per row for \(n) tokens") }
         return StepPlan(kind: kind, cacheOps: ops, tokens: tokens, positions: positions,
-                        mask: TreeMask(count: n, words: maskWords), segments: segments)
+                        mask: TreeMask(count: n, words: maskWords), segments: segments, hidden: hidden)
     }
 
     /// Rank 0: sends the plan to every rank (one broadcast, two for long plans).
