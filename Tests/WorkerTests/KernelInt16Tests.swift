@@ -74,15 +74,8 @@ struct KernelInt16Tests {
                 let reference = ReferenceKernels.multiplyInt16(w, x: x, n: n)
                 for pool in pools {
                     let y = KernelTestData.multiply(w, x, n: n, pool: pool, inputs: .int16)
-                    for r in 0..<rows {
-                        var row = [Float](repeating: 0, count: columns)
-                        row.withUnsafeMutableBufferPointer { w.dequantizeRow(r, into: $0.baseAddress!) }
-                        for i in 0..<n {
-                            let error = abs(Double(y[i * rows + r]) - Double(reference[i * rows + r]))
-                            let allowed = KernelMatMulTests.tolerance(type, x[(i * columns)..<((i + 1) * columns)], row[...])
-                            #expect(error <= allowed, "\(type) \(rows)x\(columns) n=\(n) threads=\(pool.threadCount) row \(r) input \(i): \(error) > \(allowed)")
-                        }
-                    }
+                    KernelMatMulTests.check(w, x, n: n, y, reference: reference,
+                                            label: "\(type) \(rows)x\(columns) n=\(n) threads=\(pool.threadCount)")
                 }
             }
         }

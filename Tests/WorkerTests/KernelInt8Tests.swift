@@ -39,11 +39,11 @@ struct KernelInt8Tests {
           arguments: KernelTestData.blockFormats)
     func quantization(type: TensorType) {
         var rng = SplitMix64(seed: 0x8a71)
-        let columns = 32 * 12, n = 11, blocks = 12
+        let columns = 32 * 12, n = 11
         var x = KernelTestData.floats(n * columns, &rng, scale: 4)
         for j in 0..<32 { x[32 + j] = 0 }                   // an all-zero block
         for j in 0..<32 { x[64 + j] *= 1e-30 }              // tiny values
-        for j in 0..<32 { x[96 + j] = j == 3 ? 1e-44 : 0 }  // d subnormal: 1 / d overflows
+        for j in 0..<32 { x[96 + j] = j == 3 ? Float(bitPattern: 7) : 0 }  // ~1e-44: d subnormal, 1 / d overflows
         x[128 + 5] = .infinity                              // non-finite blocks
         x[160 + 31] = .nan
         for j in 0..<32 { x[192 + j] = j % 2 == 0 ? 0.5 : -0.5 }  // ties in magnitude
@@ -110,15 +110,8 @@ struct KernelInt8Tests {
                         } else {
                             first = y
                         }
-                        for r in 0..<rows {
-                            var row = [Float](repeating: 0, count: columns)
-                            row.withUnsafeMutableBufferPointer { w.dequantizeRow(r, into: $0.baseAddress!) }
-                            for i in 0..<n {
-                                let error = abs(Double(y[i * rows + r]) - Double(reference[i * rows + r]))
-                                let allowed = KernelMatMulTests.tolerance(type, x[(i * columns)..<((i + 1) * columns)], row[...])
-                                #expect(error <= allowed, "\(type) \(rows)x\(columns) n=\(n) \(variant) threads=\(pool.threadCount) row \(r) input \(i): \(error) > \(allowed)")
-                            }
-                        }
+                        KernelMatMulTests.check(w, x, n: n, y, reference: reference,
+                                                label: "\(type) \(rows)x\(columns) n=\(n) \(variant) threads=\(pool.threadCount)")
                     }
                 }
             }
