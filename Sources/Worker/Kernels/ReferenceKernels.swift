@@ -127,9 +127,21 @@ public enum ReferenceKernels {
     /// quantized by `quantizeInt16`, per block the exact integer sum(q_w * q_x) times d_w * s, plus
     /// m_w * sum(x) of the fp32 inputs for Q4_1; products and sums in Double, rounded once.
     public static func multiplyInt16(_ w: WeightMatrix, x: [Float], n: Int) -> [Float] {
+        multiplyQuantized(w, x: x, n: n, quantize: quantizeInt16) { xBlock, _, _ in
+            xBlock.reduce(0.0) { $0 + Double($1) }
+        }
+    }
+
+    /// The integer-input products: each input row quantized by `quantize`; per block the exact
+    /// integer sum(q_w * q_x) times d_w * s, plus m_w * `minimumFactor(x block, q_x block, s)` (the
+    /// weights' minimum is 0 but for Q4_1); in Double, rounded once.
+    private static func multiplyQuantized<Q: BinaryInteger>(
+        _ w: WeightMatrix, x: [Float], n: Int, quantize: (ArraySlice<Float>) -> (values: [Q], scales: [Float]),
+        minimumFactor: (_ x: ArraySlice<Float>, _ q: ArraySlice<Q>, _ scale: Double) -> Double
+    ) -> [Float] {
         precondition(x.count >= n * w.columns, "x holds fewer than \(n) rows of \(w.columns)")
         let blocks = w.columns / 32
-        let quantized = (0..<n).map { quantizeInt16(x[($0 * w.columns)..<(($0 + 1) * w.columns)]) }
+        let quantized = (0..<n).map { quantize(x[($0 * w.columns)..<(($0 + 1) * w.columns)]) }
         var y = [Float](repeating: 0, count: n * w.rows)
         for r in 0..<w.rows {
             let weights = (0..<blocks).map { blockIntegers(w.type, w.row(r) + $0 * w.type.bytesPerBlock) }
@@ -137,13 +149,12 @@ public enum ReferenceKernels {
                 var sum = 0.0
                 for b in 0..<blocks {
                     let (q, d, m) = weights[b]
+                    let values = quantized[i].values[(32 * b)..<(32 * b + 32)]
                     var integer = 0
-                    var inputs = 0.0
-                    for j in 0..<32 {
-                        integer += q[j] * Int(quantized[i].values[32 * b + j])
-                        inputs += Double(x[i * w.columns + 32 * b + j])
-                    }
-                    sum += Double(integer) * Double(d) * Double(quantized[i].scales[b]) + Double(m) * inputs
+                    for (j, v) in values.enumerated() { integer += q[j] * Int(v) }
+                    let scale = Double(quantized[i].scales[b])
+                    let xBlock = x[(i * w.columns + 32 * b)..<(i * w.columns + 32 * b + 32)]
+                    sum += Double(integer) * Double(d) * scale + Double(m) * minimumFactor(xBlock, values, scale)
                 }
                 y[i * w.rows + r] = Float(sum)
             }
@@ -166,28 +177,8 @@ public enum ReferenceKernels {
     /// by `quantizeInt8`, per block the exact integer sum(q_w * q_x) times d_w * d, plus for Q4_1
     /// m_w * d * sum(q_x); in Double, rounded once.
     public static func multiplyInt8(_ w: WeightMatrix, x: [Float], n: Int) -> [Float] {
-        precondition(x.count >= n * w.columns, "x holds fewer than \(n) rows of \(w.columns)")
-        let blocks = w.columns / 32
-        let quantized = (0..<n).map { quantizeInt8(x[($0 * w.columns)..<(($0 + 1) * w.columns)]) }
-        var y = [Float](repeating: 0, count: n * w.rows)
-        for r in 0..<w.rows {
-            let weights = (0..<blocks).map { blockIntegers(w.type, w.row(r) + $0 * w.type.bytesPerBlock) }
-            for i in 0..<n {
-                var sum = 0.0
-                for b in 0..<blocks {
-                    let (q, d, m) = weights[b]
-                    var integer = 0, inputs = 0
-                    for j in 0..<32 {
-                        let v = Int(quantized[i].values[32 * b + j])
-                        integer += q[j] * v
-                        inputs += v
-                    }
-                    let scale = Double(quantized[i].scales[b])
-                    sum += Double(integer) * Double(d) * scale + Double(m) * scale * Double(inputs)
-                }
-                y[i * w.rows + r] = Float(sum)
-            }
+        multiplyQuantized(w, x: x, n: n, quantize: quantizeInt8) { _, q, scale in
+            scale * Double(q.reduce(0) { $0 + Int($1) })
         }
-        return y
     }
 }
