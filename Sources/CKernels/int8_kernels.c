@@ -75,13 +75,24 @@ static float ck_quantize_block(const float *x, int8_t *q, int32_t *sum)
 
 static size_t ck_round64(size_t bytes) { return (bytes + 63) / 64 * 64; }
 
-size_t ck_int8_prepare_bytes(int n, int columns)
+/// Where `ck_int8_prepare` puts its tables in its memory: block-major scales, starts and scaled
+/// sums (`table` bytes each), then the row-major values, then (n >= 2) the groups of 8.
+typedef struct {
+    size_t stride, table, values, grouped, total;
+} ck_int8_layout;
+
+static ck_int8_layout ck_layout(int n, int columns)
 {
-    const size_t blocks = (size_t)columns / 32, stride = ((size_t)n + 7) / 8 * 8;
-    const size_t table = ck_round64(4 * blocks * stride);
-    const size_t grouped = n >= 2 ? stride * (size_t)columns : 0;
-    return 3 * table + ck_round64((size_t)n * columns) + grouped;
+    const size_t stride = ((size_t)n + 7) / 8 * 8;
+    const size_t table = ck_round64(4 * ((size_t)columns / 32) * stride), values = 3 * table;
+    const size_t grouped = values + ck_round64((size_t)n * columns);
+    return (ck_int8_layout){
+        .stride = stride, .table = table, .values = values, .grouped = grouped,
+        .total = grouped + (n >= 2 ? stride * (size_t)columns : 0),
+    };
 }
+
+size_t ck_int8_prepare_bytes(int n, int columns) { return ck_layout(n, columns).total; }
 
 #if defined(__x86_64__)
 static float ck_vnni_quantize_block(const float *x, int8_t *q, int32_t *sum);
@@ -91,14 +102,15 @@ void ck_int8_prepare(int isa, int format, const float *x, size_t x_stride, int n
                      ck_int8_inputs *out)
 {
     const int blocks = columns / 32;
-    const size_t stride = ((size_t)n + 7) / 8 * 8, table = ck_round64(4 * (size_t)blocks * stride);
+    const ck_int8_layout layout = ck_layout(n, columns);
+    const size_t stride = layout.stride;
     uint8_t *base = memory;
     float *scales = (float *)base;
-    int32_t *starts = (int32_t *)(base + table);
-    float *scaled = (float *)(base + 2 * table);
-    int8_t *values = (int8_t *)(base + 3 * table);
-    int8_t *grouped = n >= 2 ? values + ck_round64((size_t)n * columns) : NULL;
-    memset(base, 0, 3 * table);
+    int32_t *starts = (int32_t *)(base + layout.table);
+    float *scaled = (float *)(base + 2 * layout.table);
+    int8_t *values = (int8_t *)(base + layout.values);
+    int8_t *grouped = n >= 2 ? (int8_t *)(base + layout.grouped) : NULL;
+    memset(base, 0, 3 * layout.table);
     const int offset = ck_offset(format);
     for (int i = 0; i < n; i++)
         for (int b = 0; b < blocks; b++) {
@@ -213,9 +225,8 @@ CK_INLINE __m128 ck_vnni_halves4(const uint8_t *w, size_t row_bytes, size_t at)
     return _mm_cvtph_ps(h);
 }
 
-#ifndef CK_PREFETCH_TILES
+/// How many 4-row tiles ahead `ck_vnni_single4` prefetches.
 #define CK_PREFETCH_TILES 2
-#endif
 
 /// C input rows (n = C = 1 or 2) times four weight rows, each weight block decoded once for the C
 /// inputs: lanes of the fp32 totals are the rows.
@@ -232,7 +243,7 @@ CK_INLINE void ck_vnni_single4(const int C, const int format, const uint8_t *w, 
     for (int b = 0; b < blocks; b++) {
         const size_t at = (size_t)b * block_bytes;
         for (size_t line = lines * b / blocks; line < lines * (b + 1) / blocks; line++)
-            _mm_prefetch((const char *)(ahead + 64 * line), _MM_HINT_T0);
+            ck_prefetch(ahead + 64 * line);
         const __m256i w0 = ck_vnni_decode(format, w + at), w1 = ck_vnni_decode(format, w + row_bytes + at);
         const __m256i w2 = ck_vnni_decode(format, w + 2 * row_bytes + at), w3 = ck_vnni_decode(format, w + 3 * row_bytes + at);
         const __m128 dw = ck_vnni_halves4(w, row_bytes, at);
