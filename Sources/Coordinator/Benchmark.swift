@@ -138,7 +138,8 @@ extension Benchmark {
         let layer = model.weights.layers[0]
         let matrices: [(String, WeightMatrix)] = [
             ("attn_q", layer.query), ("attn_k", layer.key), ("attn_output", layer.output),
-            ("ffn_gate", layer.gate), ("ffn_down", layer.down), ("output", model.weights.output),
+            ("ffn_gate", layer.gate), ("ffn_down", layer.down),
+            ("output", model.matmulInputs == .int8 ? model.weights.output.packedForInt8() : model.weights.output),
         ]
         var points: [KernelPoint] = []
         for (name, w) in matrices {

@@ -39,7 +39,8 @@ public final class MedusaHeads: CandidateSource {
                 throw WeightFileError(path: weights.path, problem: .badHeads(
                     reason: "candidate tokens outside the model's vocabulary of \(model.config.vocabularySize)"))
             }
-            candidateLMHead = model.weights.output.gatheringRows(candidates.map(Int.init))
+            let rows = model.weights.output.gatheringRows(candidates.map(Int.init))
+            candidateLMHead = model.matmulInputs == .int8 ? rows.packedForInt8() : rows
             vocabularySize = candidates.count
         } else {
             candidateLMHead = nil

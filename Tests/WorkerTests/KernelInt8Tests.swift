@@ -10,7 +10,10 @@ struct KernelInt8Tests {
     /// The variants this CPU runs (the scalar one always).
     static let variants = Int8BlockKernels.Variant.allCases.filter(\.isSupported)
 
+    /// The product with `variant`'s kernel: the VNNI kernel on the matrix packed for it.
     static func multiply(_ w: WeightMatrix, _ x: [Float], n: Int, pool: ThreadPool, variant: Int8BlockKernels.Variant) -> [Float] {
+        let w = w.packedForInt8(variant: variant)
+        #expect((w.int8Packed != nil) == (variant == .avx512VNNI))
         var y = [Float](repeating: .nan, count: n * w.rows)
         x.withUnsafeBufferPointer { xp in
             y.withUnsafeMutableBufferPointer { yp in
@@ -74,17 +77,10 @@ struct KernelInt8Tests {
                 let sum = reference.values[(32 * b)..<(32 * b + 32)].reduce(Int32(0)) { $0 + Int32($1) }
                 #expect(p.starts[k] == offset * sum)
                 #expect(p.scaled_sums[k].bitPattern == (d * Float(sum)).bitPattern || d.isNaN)
-                // The groups of 8 hold the same values, 4 columns per input and chunk.
-                for chunk in 0..<8 {
-                    for c in 0..<4 {
-                        let grouped = p.grouped[((((i / 8) * blocks + b) * 8 + chunk) * 8 + i % 8) * 4 + c]
-                        #expect(grouped == values[32 * b + 4 * chunk + c])
-                    }
-                }
             }
         }
-        // Padding inputs (11...15 of the second group) are zero.
-        #expect((n..<16).allSatisfy { i in p.scales[i] == 0 && p.grouped[((((i / 8) * blocks) * 8) * 8 + i % 8) * 4] == 0 })
+        // Padding inputs (11...15) are zero.
+        #expect((n..<16).allSatisfy { i in p.scales[i] == 0 && p.starts[i] == 0 })
         #expect(p.scales[1 * p.stride] == 0 && p.scales[3 * p.stride] == 0)
         #expect(p.scales[4 * p.stride].isNaN && p.scales[5 * p.stride].isNaN)
         #expect((0..<32).contains { abs(Int(p.values[$0])) == 127 })
@@ -137,6 +133,31 @@ struct KernelInt8Tests {
     @Test("fused products (QKV, gate/up) equal separate calls bit for bit", arguments: KernelTestData.blockFormats)
     func fusedProducts(type: TensorType) {
         KernelTestData.checkFusedProducts(type, inputs: .int8, seed: 0x8f)
+    }
+
+    @Test("packed rows: kept by whole-matrix slices and by gathers, dropped by partial slices; 16-row padding")
+    func packing() {
+        guard Int8BlockKernels.Variant.avx512VNNI.isSupported else { return }
+        var rng = SplitMix64(seed: 0x9ac)
+        for type in KernelTestData.blockFormats {
+            let w = KernelTestData.matrix(type, rows: 35, columns: 64, &rng, padding: 6)
+            let packed = w.packedForInt8()
+            #expect(packed.int8Packed != nil && w.int8Packed == nil)
+            #expect(ck_int8_packed_bytes(Int8BlockKernels.format(type), 35, 64) == 3 * 2 * 16 * type.rowBytes(32))
+            #expect(packed.rowSlice(0..<35).int8Packed != nil && packed.columnSlice(0..<64).int8Packed != nil)
+            #expect(packed.rowSlice(16..<35).int8Packed == nil && packed.columnSlice(0..<32).int8Packed == nil)
+            let gathered = packed.gatheringRows([34, 0, 17])
+            #expect(gathered.int8Packed != nil && w.gatheringRows([1]).int8Packed == nil)
+            let x = KernelTestData.floats(3 * 64, &rng)
+            let all = Self.multiply(w, x, n: 3, pool: KernelTestData.pool(2), variant: .scalar)
+            let some = Self.multiply(gathered, x, n: 3, pool: KernelTestData.pool(2), variant: .avx512VNNI)
+            for i in 0..<3 {
+                #expect(zip([34, 0, 17], some[(3 * i)..<(3 * i + 3)]).allSatisfy { all[i * 35 + $0].bitPattern == $1.bitPattern })
+            }
+            #expect(w.packedForInt8(variant: .scalar).int8Packed == nil)
+        }
+        let f32 = KernelTestData.matrix(.f32, rows: 3, columns: 32, &rng)
+        #expect(f32.packedForInt8().int8Packed == nil)
     }
 
     @Test("non-finite inputs give NaN, not a trap or garbage", arguments: KernelTestData.blockFormats)

@@ -23,7 +23,7 @@ enum {
 enum {
     /// Portable C, one product at a time.
     CK_ISA_SCALAR = 0,
-    /// AVX-512 F/BW/VL + VNNI on 256-bit vectors (`vpdpbusd`).
+    /// AVX-512 F/BW/VL + VNNI (`vpdpbusd`) on packed weights (`ck_int8_pack`).
     CK_ISA_AVX512_VNNI = 2,
 };
 
@@ -46,9 +46,6 @@ typedef struct {
     size_t stride;
     /// [n, columns].
     const int8_t *values;
-    /// n >= 2: groups of 8 inputs (the last padded with zeros), [group][block][4-column chunk k]
-    /// [input j of the group][4 bytes]: one 32-byte vector per chunk holds those columns of 8 inputs.
-    const int8_t *grouped;
     /// d of each block.
     const float *scales;
     /// The block's integer offset term: -8 * sum(q) for Q4_0 weights, -128 * sum(q) for Q8_0, 0 for Q4_1.
@@ -69,15 +66,35 @@ void ck_int8_prepare(int isa, int format, const float *x, size_t x_stride, int n
                      ck_int8_inputs *out);
 
 /// y[i * y_stride + r] for rows r in [row_begin, row_end) of the weight matrix at `weights`
-/// (`row_bytes` per row, columns / 32 blocks of `format`) and the prepared input rows i. Every
-/// output is, over its blocks b in order, with t_b the exact integer sum of the block's unsigned
-/// weight integers (Q4: q; Q8_0: q + 128) times the inputs' q, plus the block's start:
+/// (`row_bytes` per row, columns / 32 blocks of `format`) and the prepared input rows i, in
+/// portable C (the definition). Every output is, over its blocks b in order, with t_b the exact
+/// integer sum of the block's unsigned weight integers (Q4: q; Q8_0: q + 128) times the inputs' q,
+/// plus the block's start:
 ///
 ///     acc = fma(float(t_b) * d_x, d_w, acc);  Q4_1 only: acc = fma(m_w, d_x * sum(q_x), acc)
 ///
 /// so it does not depend on n, the row range or the variant.
-void ck_int8_multiply(int isa, int format, const uint8_t *weights, size_t row_bytes, int row_begin,
-                      int row_end, const ck_int8_inputs *inputs, float *y, size_t y_stride);
+void ck_int8_multiply(int format, const uint8_t *weights, size_t row_bytes, int row_begin, int row_end,
+                      const ck_int8_inputs *inputs, float *y, size_t y_stride);
+
+/// Bytes of the packed form (`ck_int8_pack`) of `rows` x `columns` `format` weights: as many as
+/// the rows take, rounded up to 16 rows.
+size_t ck_int8_packed_bytes(int format, int rows, int columns);
+
+/// Packs `rows` weight rows (`row_bytes` apart) for `ck_int8_multiply_packed`: tiles of 16 rows
+/// (the last padded with zero rows), and in a tile, block after block, the 16 rows' integers
+/// interleaved by 4-byte chunks (vector c holds bytes 4c ..< 4c + 4 of every row's integers: Q4
+/// the packed nibbles, Q8_0 q + 128), then their 16 d (fp16) and, Q4_1, their 16 m. `packed` is
+/// `ck_int8_packed_bytes` long. Portable C.
+void ck_int8_pack(int format, const uint8_t *weights, size_t row_bytes, int rows, int columns, uint8_t *packed);
+
+/// `ck_int8_multiply` on packed weights (`ck_int8_pack` of all the matrix's rows), with the same
+/// results bit for bit, in AVX-512 VNNI: each 4-column chunk of an input block is broadcast against
+/// the same chunk of a tile's 16 rows in one `vpdpbusd`, so every weight block is read once for up
+/// to 8 inputs and no lane sums are needed. Only when `ck_best_isa()` is `CK_ISA_AVX512_VNNI`;
+/// `row_begin` must be a multiple of 16.
+void ck_int8_multiply_packed(int format, const uint8_t *packed, int row_begin, int row_end,
+                             const ck_int8_inputs *inputs, float *y, size_t y_stride);
 
 #ifdef __cplusplus
 }

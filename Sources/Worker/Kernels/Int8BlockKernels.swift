@@ -13,10 +13,11 @@ import Foundation
 ///
 /// The kernels are C (`CKernels`: Swift cannot enable AVX-512 for one function), in two variants
 /// picked at run time that compute bit-identical results: AVX-512 VNNI (`vpdpbusd`) and portable
-/// scalar C (the definition, and the fallback on other CPUs). With VNNI, one or two input rows take
-/// each decoded weight block against their 32 bytes; three or more go in groups of 8, each 4-column
-/// chunk of a weight block broadcast against the same columns of 8 inputs, so a verify step of 8
-/// tree tokens costs about 2.5 single-token products instead of 8.
+/// scalar C (the definition, and the fallback on other CPUs). The VNNI kernel reads weights packed
+/// at load time (`WeightMatrix.packedForInt8`) in tiles of 16 rows interleaved by 4-byte chunks:
+/// each chunk of an input block, broadcast, meets the same chunk of 16 rows in one `vpdpbusd`, so a
+/// tile block is decoded once for up to 8 inputs and no lane sums are needed. A verify step of 8
+/// tree tokens then costs about twice a single-token product.
 ///
 /// Each output value goes through the same operations in the same order whatever `n`, the tile
 /// and the thread split (batch invariance, as the other kernels). Coarser than `int16` (a rounding
@@ -71,6 +72,8 @@ public enum Int8BlockKernels {
         return inputs
     }
 
+    /// The products: with the AVX-512 VNNI variant, from each matrix's packed rows (`int8Packed`;
+    /// matrices without them go through the portable kernel, with the same results, more slowly).
     static func multiply(
         _ products: MatMul.Products, x: UnsafePointer<Float>, xStride: Int, n: Int, pool: ThreadPool,
         variant: Variant = Int8BlockKernels.variant
@@ -79,12 +82,20 @@ public enum Int8BlockKernels {
         let shared = pool.scratch(thread: pool.threadCount, bytes: preparedBytes(n: n, columns: first.columns))
         var inputs = prepare(first.type, x: x, xStride: xStride, n: n, columns: first.columns, memory: shared, variant: variant)
         let format = Self.format(first.type)
+        let packed = variant == .avx512VNNI
         withUnsafePointer(to: &inputs) { p in
             MatMul.forEachChunk(products, pool: pool) { product, rows in
                 let w = product.weights
-                ck_int8_multiply(
-                    variant.rawValue, format, w.base.assumingMemoryBound(to: UInt8.self), w.rowStride,
-                    Int32(rows.lowerBound), Int32(rows.upperBound), p, product.y, product.yStride)
+                if packed, let rowsPacked = w.int8Packed {
+                    precondition(rows.lowerBound % 16 == 0, "packed int8 rows start on a 16-row tile")
+                    ck_int8_multiply_packed(
+                        format, rowsPacked.base.assumingMemoryBound(to: UInt8.self), Int32(rows.lowerBound),
+                        Int32(rows.upperBound), p, product.y, product.yStride)
+                } else {
+                    ck_int8_multiply(
+                        format, w.base.assumingMemoryBound(to: UInt8.self), w.rowStride, Int32(rows.lowerBound),
+                        Int32(rows.upperBound), p, product.y, product.yStride)
+                }
             }
         }
     }

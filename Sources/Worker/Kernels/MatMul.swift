@@ -136,11 +136,12 @@ public enum MatMul {
         }
     }
 
-    /// Rows per task: a few tasks per thread for load balance, none too small to be worth a dispatch.
+    /// Rows per task: a few tasks per thread for load balance, none too small to be worth a dispatch;
+    /// a multiple of 16, so tasks start on the int8 kernels' 16-row tiles.
     static func rowsPerTask(rows: Int, threads: Int) -> Int {
         guard threads > 1 else { return rows }
         let target = (rows + 4 * threads - 1) / (4 * threads)
-        return max(16, (target + 7) / 8 * 8)
+        return max(16, (target + 15) / 16 * 16)
     }
 }
 

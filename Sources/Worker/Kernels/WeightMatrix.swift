@@ -1,3 +1,5 @@
+import CKernels
+
 /// A weight matrix of `rows` output features by `columns` input features, stored row by row in one
 /// `TensorType` (GGML layout: a row is `columns / blockSize` consecutive blocks).
 ///
@@ -14,10 +16,19 @@ public struct WeightMatrix: @unchecked Sendable {
     public let base: UnsafeRawPointer
     /// Keeps the memory behind `base` alive.
     public let owner: AnyObject?
+    /// The rows again in the layout of the AVX-512 VNNI int8 kernels (`packedForInt8`), which
+    /// `MatMulInputs.int8` products then read instead of the rows; nil if not packed.
+    public let int8Packed: PackedRows?
+
+    /// Rows in a kernel's own layout, in memory `owner` keeps alive.
+    public struct PackedRows: @unchecked Sendable {
+        public let base: UnsafeRawPointer
+        let owner: AnyObject
+    }
 
     public init(
         type: TensorType, rows: Int, columns: Int, base: UnsafeRawPointer, rowStride: Int? = nil,
-        owner: AnyObject?
+        owner: AnyObject?, int8Packed: PackedRows? = nil
     ) {
         precondition(rows >= 0 && columns >= 0, "negative matrix shape \(rows) x \(columns)")
         precondition(
@@ -31,6 +42,7 @@ public struct WeightMatrix: @unchecked Sendable {
         self.rowStride = stride
         self.base = base
         self.owner = owner
+        self.int8Packed = int8Packed
     }
 
     /// Bytes of one row's payload (without padding up to `rowStride`).
@@ -40,9 +52,11 @@ public struct WeightMatrix: @unchecked Sendable {
     @inline(__always)
     public func row(_ r: Int) -> UnsafeRawPointer { base + r * rowStride }
 
-    /// The contiguous output rows `range` (a column-parallel shard).
+    /// The contiguous output rows `range` (a column-parallel shard). Keeps `int8Packed` only when
+    /// `range` is all the rows (pack the slice itself otherwise), as `columnSlice` does.
     public func rowSlice(_ range: Range<Int>) -> WeightMatrix {
         precondition(range.lowerBound >= 0 && range.upperBound <= rows, "rows \(range) outside 0..<\(rows)")
+        if range == 0..<rows { return self }
         return WeightMatrix(
             type: type, rows: range.count, columns: columns, base: base + range.lowerBound * rowStride,
             rowStride: rowStride, owner: owner)
@@ -56,13 +70,14 @@ public struct WeightMatrix: @unchecked Sendable {
         precondition(
             range.lowerBound % type.blockSize == 0 && range.upperBound % type.blockSize == 0,
             "column slice \(range) of a \(type) matrix must be aligned to \(type.blockSize)-value blocks")
+        if range == 0..<columns { return self }
         return WeightMatrix(
             type: type, rows: rows, columns: range.count, base: base + type.rowBytes(range.lowerBound),
             rowStride: rowStride, owner: owner)
     }
 
     /// A copy of the rows `rows`, in that order, in memory of its own (e.g. the LM head's rows of a
-    /// candidate vocabulary).
+    /// candidate vocabulary); packed for int8 if this matrix is.
     public func gatheringRows(_ rows: [Int]) -> WeightMatrix {
         let bytes = rowBytes
         let storage = OwnedBytes(count: max(1, rows.count * bytes))
@@ -70,8 +85,22 @@ public struct WeightMatrix: @unchecked Sendable {
             precondition(r >= 0 && r < self.rows, "row \(r) outside 0..<\(self.rows)")
             (storage.pointer + i * bytes).copyMemory(from: row(r), byteCount: bytes)
         }
-        return WeightMatrix(type: type, rows: rows.count, columns: columns, base: UnsafeRawPointer(storage.pointer),
-                            owner: storage)
+        let copy = WeightMatrix(type: type, rows: rows.count, columns: columns, base: UnsafeRawPointer(storage.pointer),
+                                owner: storage)
+        return int8Packed == nil ? copy : copy.packedForInt8()
+    }
+
+    /// This matrix with `int8Packed` attached (its rows copied into `ck_int8_pack`'s layout), when
+    /// this CPU runs the AVX-512 VNNI int8 kernels and the format has them (Q4_0, Q4_1, Q8_0); the
+    /// matrix unchanged otherwise. The copy costs as much memory as the rows.
+    public func packedForInt8(variant: Int8BlockKernels.Variant = Int8BlockKernels.variant) -> WeightMatrix {
+        guard variant == .avx512VNNI, int8Packed == nil, [.q4_0, .q4_1, .q8_0].contains(type) else { return self }
+        let format = Int8BlockKernels.format(type)
+        let storage = OwnedBytes(count: max(64, ck_int8_packed_bytes(format, Int32(rows), Int32(columns))))
+        ck_int8_pack(format, base.assumingMemoryBound(to: UInt8.self), rowStride, Int32(rows), Int32(columns),
+                     storage.pointer.assumingMemoryBound(to: UInt8.self))
+        return WeightMatrix(type: type, rows: rows, columns: columns, base: base, rowStride: rowStride, owner: owner,
+                            int8Packed: PackedRows(base: UnsafeRawPointer(storage.pointer), owner: storage))
     }
 
     /// Writes row `row` as `columns` fp32 values; exact (every format's values are fp32-representable

@@ -89,11 +89,20 @@ public final class LlamaModel: @unchecked Sendable {
         self.layout = layout
         self.config = config
         self.matmulInputs = matmulInputs
-        self.weights = try weights.shard(layout, config: config)
+        var shard = try weights.shard(layout, config: config)
         let vocabulary = config.vocabularySize
         vocabularyChunk = (vocabulary + communicator.size - 1) / communicator.size
         let first = min(vocabulary, communicator.rank * vocabularyChunk)
-        outputSlice = self.weights.output.rowSlice(first..<min(vocabulary, first + vocabularyChunk))
+        if matmulInputs == .int8 {
+            // The int8 kernels read their own layout: pack what this rank multiplies (on a group,
+            // the LM head only through its vocabulary slice).
+            shard.packLayersForInt8()
+            if communicator.size == 1 { shard.output = shard.output.packedForInt8() }
+        }
+        self.weights = shard
+        var slice = shard.output.rowSlice(first..<min(vocabulary, first + vocabularyChunk))
+        if matmulInputs == .int8 { slice = slice.packedForInt8() }
+        outputSlice = slice
         let capacity = max(1, min(contextLength, config.contextLength))
         caches = (0..<sequences).map { _ in
             KVCache(layerCount: config.layerCount, kvHeadCount: layout.localKVHeadCount,

@@ -102,3 +102,19 @@ extension LlamaWeights {
         tiedEmbeddings = tied
     }
 }
+
+extension LlamaWeights {
+    /// Attaches the int8 kernels' packed rows to every layer matrix (`WeightMatrix.packedForInt8`).
+    public mutating func packLayersForInt8() {
+        for l in layers.indices {
+            let w = layers[l]
+            layers[l].query = w.query.packedForInt8()
+            layers[l].key = w.key.packedForInt8()
+            layers[l].value = w.value.packedForInt8()
+            layers[l].output = w.output.packedForInt8()
+            layers[l].gate = w.gate.packedForInt8()
+            layers[l].up = w.up.packedForInt8()
+            layers[l].down = w.down.packedForInt8()
+        }
+    }
+}
