@@ -55,32 +55,75 @@ public func argmax(_ values: UnsafeBufferPointer<Float>) -> Int {
 public struct Sampler: Sendable {
     public var parameters: SamplingParameters
     public var generator: SeededGenerator
-    // Scratch reused across calls: (logit, token) candidates.
-    private var candidates: [(value: Float, token: Int32)] = []
+    // Scratch reused across calls: the order keys of the scaled logits (`orderKey`), and the
+    // radix sort's second buffer and digit counts.
+    private var keys: [UInt64] = []
+    private var sortBuffer: [UInt64] = []
+    private var digitCounts = [Int](repeating: 0, count: 2048)
 
     public init(parameters: SamplingParameters, seed: UInt64) {
         self.parameters = parameters
         generator = SeededGenerator(seed: seed)
     }
 
+    /// A key whose ascending order is descending `value`, then ascending `token`: the order of
+    /// `distribution` (-0 sorts as +0, as comparing the values does). Sorting plain integers is
+    /// far faster than sorting (value, token) pairs with a comparison closure.
+    @inline(__always)
+    static func orderKey(value: Float, token: Int32) -> UInt64 {
+        let bits = value == 0 ? 0 : value.bitPattern
+        let ascending = bits & 0x8000_0000 != 0 ? ~bits : bits | 0x8000_0000
+        return UInt64(~ascending) << 32 | UInt64(UInt32(bitPattern: token))
+    }
+
+    /// Sorts `keys` by their high 32 bits, stably (least-significant-digit radix sort, 11-bit digits):
+    /// keys made in ascending token order come out in `orderKey` order. A full vocabulary's sort
+    /// was over half of the time of sampled generation with a comparison sort.
+    static func sortByHighWord(_ keys: inout [UInt64], buffer: inout [UInt64], counts: inout [Int]) {
+        let n = keys.count
+        if buffer.count != n { buffer = [UInt64](repeating: 0, count: n) }
+        for shift in [32, 43, 54] as [UInt64] {
+            keys.withUnsafeBufferPointer { source in
+                buffer.withUnsafeMutableBufferPointer { target in
+                    counts.withUnsafeMutableBufferPointer { count in
+                        for d in 0..<2048 { count[d] = 0 }
+                        for key in source { count[Int((key >> shift) & 2047)] += 1 }
+                        var offset = 0
+                        for d in 0..<2048 {
+                            let c = count[d]
+                            count[d] = offset
+                            offset += c
+                        }
+                        for key in source {
+                            let d = Int((key >> shift) & 2047)
+                            target[count[d]] = key
+                            count[d] += 1
+                        }
+                    }
+                }
+            }
+            swap(&keys, &buffer)
+        }
+    }
+
     /// The probability distribution sampling draws from, as (token, probability) pairs in
-    /// descending probability order. Temperature, then top-k, then top-p, then renormalisation.
+    /// descending probability order (ties: the lower token first). Temperature, then top-k, then
+    /// top-p, then renormalisation.
     public mutating func distribution(_ logits: UnsafeBufferPointer<Float>) -> [(token: Int32, probability: Float)] {
         precondition(!parameters.isGreedy)
         let invT = 1 / parameters.temperature
-        candidates.removeAll(keepingCapacity: true)
-        candidates.reserveCapacity(logits.count)
-        for (i, v) in logits.enumerated() { candidates.append((v * invT, Int32(i))) }
-        let k = parameters.topK > 0 ? min(parameters.topK, candidates.count) : candidates.count
-        if k < candidates.count {
-            // Partial selection: sort only what top-k keeps.
-            candidates.sort { $0.value > $1.value || ($0.value == $1.value && $0.token < $1.token) }
-            candidates.removeLast(candidates.count - k)
-        } else {
-            candidates.sort { $0.value > $1.value || ($0.value == $1.value && $0.token < $1.token) }
+        keys.removeAll(keepingCapacity: true)
+        keys.reserveCapacity(logits.count)
+        for (i, v) in logits.enumerated() { keys.append(Self.orderKey(value: v * invT, token: Int32(i))) }
+        Self.sortByHighWord(&keys, buffer: &sortBuffer, counts: &digitCounts)
+        let k = parameters.topK > 0 ? min(parameters.topK, keys.count) : keys.count
+        let maxValue = logits[Int(UInt32(truncatingIfNeeded: keys[0]))] * invT
+        var probs: [(token: Int32, probability: Float)] = []
+        probs.reserveCapacity(k)
+        for key in keys[0..<k] {
+            let token = Int32(bitPattern: UInt32(truncatingIfNeeded: key))
+            probs.append((token: token, probability: Float(exp(Double(logits[Int(token)] * invT - maxValue)))))
         }
-        let maxValue = candidates[0].value
-        var probs = candidates.map { (token: $0.token, probability: Float(exp(Double($0.value - maxValue)))) }
         var total = probs.reduce(Float(0)) { $0 + $1.probability }
         if parameters.topP < 1 {
             var cumulative: Float = 0

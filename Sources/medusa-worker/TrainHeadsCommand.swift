@@ -72,6 +72,9 @@ struct TrainHeadsCommand: ParsableCommand {
     @Option(help: "Peak learning rate.")
     var lr: Float = 1e-3
 
+    @Option(help: "AdamW's decoupled weight decay of the heads' matrices (not their biases).")
+    var weightDecay: Float = 0
+
     @Option(help: "Rows per training step.")
     var batch: Int = 256
 
@@ -127,6 +130,9 @@ struct TrainHeadsCommand: ParsableCommand {
         }
         guard epochs >= 1 else { throw ValidationError("--epochs must be at least 1, got \(epochs)") }
         guard lr > 0, lr.isFinite else { throw ValidationError("--lr must be positive, got \(lr)") }
+        guard weightDecay >= 0, weightDecay.isFinite else {
+            throw ValidationError("--weight-decay must be >= 0, got \(weightDecay)")
+        }
         guard batch >= 1 else { throw ValidationError("--batch must be at least 1, got \(batch)") }
         guard warmup >= 0 else { throw ValidationError("--warmup must be >= 0, got \(warmup)") }
         guard checkpointEvery >= 1 else { throw ValidationError("--checkpoint-every must be at least 1, got \(checkpointEvery)") }
@@ -252,7 +258,7 @@ struct TrainHeadsCommand: ParsableCommand {
         let stepsPerEpoch = (trainRows.count + batch - 1) / batch
         let configuration = HeadTrainer.Configuration(
             heads: heads, layers: layers, hiddenSize: h, vocabularySize: trainingVocabulary,
-            ownLMHead: lmHead == .ownLmHead, learningRate: lr, warmupSteps: min(warmup, stepsPerEpoch * epochs / 2),
+            ownLMHead: lmHead == .ownLmHead, learningRate: lr, weightDecay: weightDecay, warmupSteps: min(warmup, stepsPerEpoch * epochs / 2),
             totalSteps: stepsPerEpoch * epochs, seed: seed)
         let trainer: HeadTrainer
         if resume, FileManager.default.fileExists(atPath: checkpointPath) {
@@ -336,6 +342,7 @@ struct TrainHeadsCommand: ParsableCommand {
                         "count": promptCount],
             "answers": data.answers.count, "train_rows": trainRows.count, "held_out_rows": heldOutRows.count,
             "max_tokens": maxTokens, "temperature": Double("\(temperature)") ?? 0, "epochs": epochs, "lr": Double("\(lr)") ?? 0,
+            "weight_decay": Double("\(weightDecay)") ?? 0,
             "batch": batch, "steps": trainer.step, "seed": seed, "answers_per_prompt": answersPerPrompt,
             "extra_temperature": Double("\(extraTemperature)") ?? 0,
             "train_vocabulary": vocabulary.rawValue, "train_vocabulary_tokens": trainingVocabulary, "dtype": dtype.rawValue,
