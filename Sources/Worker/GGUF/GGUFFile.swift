@@ -368,3 +368,7 @@ struct ByteReader {
         }
     }
 }
+
+extension GGUFFile: ResidentPagesReleasing {
+    public func dropResidentPages(_ start: UnsafeRawPointer, count: Int) { file.dropResidentPages(start, count: count) }
+}

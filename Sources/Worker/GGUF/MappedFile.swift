@@ -42,4 +42,22 @@ public final class MappedFile: @unchecked Sendable {
     }
 
     public var count: Int { bytes.count }
+
+    /// Lets the kernel drop the resident pages wholly inside `start ..< start + count` (inside this
+    /// mapping) from this process: the bytes stay readable, and reading them again faults them back
+    /// in from the page cache or the file. For bytes that have been copied elsewhere.
+    public func dropResidentPages(_ start: UnsafeRawPointer, count: Int) {
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let base = Int(bitPattern: bytes.baseAddress!), first = Int(bitPattern: start)
+        precondition(first >= base && first + count <= base + bytes.count, "pages outside the mapping")
+        let lower = (first + page - 1) / page * page, upper = (first + count) / page * page
+        guard upper > lower else { return }
+        _ = madvise(UnsafeMutableRawPointer(bitPattern: lower), upper - lower, Int32(MADV_DONTNEED))
+    }
+}
+
+/// An owner of weight bytes that can give their resident memory back once they have been copied
+/// (`WeightMatrix.packedForInt8`).
+public protocol ResidentPagesReleasing: AnyObject {
+    func dropResidentPages(_ start: UnsafeRawPointer, count: Int)
 }

@@ -92,13 +92,18 @@ public struct WeightMatrix: @unchecked Sendable {
 
     /// This matrix with `int8Packed` attached (its rows copied into `ck_int8_pack`'s layout), when
     /// this CPU runs the AVX-512 VNNI int8 kernels and the format has them (Q4_0, Q4_1, Q8_0); the
-    /// matrix unchanged otherwise. The copy costs as much memory as the rows.
+    /// matrix unchanged otherwise. The copy costs as much memory as the rows; when the rows are a
+    /// file mapping's (`ResidentPagesReleasing`, e.g. a GGUF file), their pages are given back, so
+    /// the packed copy replaces them in memory (reading the rows again pages them back in).
     public func packedForInt8(variant: Int8BlockKernels.Variant = Int8BlockKernels.variant) -> WeightMatrix {
         guard variant == .avx512VNNI, int8Packed == nil, [.q4_0, .q4_1, .q8_0].contains(type) else { return self }
         let format = Int8BlockKernels.format(type)
         let storage = OwnedBytes(count: max(64, ck_int8_packed_bytes(format, Int32(rows), Int32(columns))))
         ck_int8_pack(format, base.assumingMemoryBound(to: UInt8.self), rowStride, Int32(rows), Int32(columns),
                      storage.pointer.assumingMemoryBound(to: UInt8.self))
+        if let file = owner as? ResidentPagesReleasing, rows > 0 {
+            file.dropResidentPages(base, count: (rows - 1) * rowStride + rowBytes)
+        }
         return WeightMatrix(type: type, rows: rows, columns: columns, base: base, rowStride: rowStride, owner: owner,
                             int8Packed: PackedRows(base: UnsafeRawPointer(storage.pointer), owner: storage))
     }
