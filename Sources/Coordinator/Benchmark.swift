@@ -139,7 +139,7 @@ extension Benchmark {
         let matrices: [(String, WeightMatrix)] = [
             ("attn_q", layer.query), ("attn_k", layer.key), ("attn_output", layer.output),
             ("ffn_gate", layer.gate), ("ffn_down", layer.down),
-            ("output", model.matmulInputs == .int8 ? model.weights.output.packedForInt8() : model.weights.output),
+            ("output", model.weights.output.prepared(for: model.matmulInputs)),
         ]
         var points: [KernelPoint] = []
         for (name, w) in matrices {

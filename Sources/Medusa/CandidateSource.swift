@@ -39,8 +39,7 @@ public final class MedusaHeads: CandidateSource {
                 throw WeightFileError(path: weights.path, problem: .badHeads(
                     reason: "candidate tokens outside the model's vocabulary of \(model.config.vocabularySize)"))
             }
-            let rows = model.weights.output.gatheringRows(candidates.map(Int.init))
-            candidateLMHead = model.matmulInputs == .int8 ? rows.packedForInt8() : rows
+            candidateLMHead = model.weights.output.gatheringRows(candidates.map(Int.init)).prepared(for: model.matmulInputs)
             vocabularySize = candidates.count
         } else {
             candidateLMHead = nil

@@ -90,6 +90,10 @@ public struct WeightMatrix: @unchecked Sendable {
         return int8Packed == nil ? copy : copy.packedForInt8()
     }
 
+    /// The matrix as `MatMul` reads it fastest with `inputs`: packed for int8 (`packedForInt8`),
+    /// as it is for the other inputs.
+    public func prepared(for inputs: MatMulInputs) -> WeightMatrix { inputs == .int8 ? packedForInt8() : self }
+
     /// This matrix with `int8Packed` attached (its rows copied into `ck_int8_pack`'s layout), when
     /// this CPU runs the AVX-512 VNNI int8 kernels and the format has them (Q4_0, Q4_1, Q8_0); the
     /// matrix unchanged otherwise. The copy costs as much memory as the rows; when the rows are a

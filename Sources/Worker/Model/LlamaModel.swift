@@ -93,15 +93,15 @@ public final class LlamaModel: @unchecked Sendable {
         let vocabulary = config.vocabularySize
         vocabularyChunk = (vocabulary + communicator.size - 1) / communicator.size
         let first = min(vocabulary, communicator.rank * vocabularyChunk)
+        // The int8 kernels read their own layout: pack what this rank multiplies. On a group the
+        // LM head is multiplied through this rank's vocabulary slice only; on one rank the slice is
+        // the whole head, which `logits` multiplies as `weights.output`.
+        let slice = shard.output.rowSlice(first..<min(vocabulary, first + vocabularyChunk)).prepared(for: matmulInputs)
         if matmulInputs == .int8 {
-            // The int8 kernels read their own layout: pack what this rank multiplies (on a group,
-            // the LM head only through its vocabulary slice).
             shard.packLayersForInt8()
-            if communicator.size == 1 { shard.output = shard.output.packedForInt8() }
+            if communicator.size == 1 { shard.output = slice }
         }
         self.weights = shard
-        var slice = shard.output.rowSlice(first..<min(vocabulary, first + vocabularyChunk))
-        if matmulInputs == .int8 { slice = slice.packedForInt8() }
         outputSlice = slice
         let capacity = max(1, min(contextLength, config.contextLength))
         caches = (0..<sequences).map { _ in
