@@ -105,13 +105,13 @@ struct BenchCommand: ParsableCommand {
         let curve = try Benchmark.verifyCurve(model: model, context: tokens, maxNodes: maxNodes, runs: runs)
         if json {
             struct Report: Encodable {
-                var threads: Int, ranks: Int, context: Int, runs: Int, matmul_inputs: String, int8_kernels: String?
+                var threads: Int, ranks: Int, context: Int, runs: Int, matmul_inputs: String, kernels: String?
                 var curve: [Point]
                 struct Point: Encodable { var n: Int, ms: Double, ratio: Double }
             }
             try emitJSON(Report(
                 threads: modelOptions.threadCount, ranks: loaded.model.communicator.size, context: tokens.count, runs: runs,
-                matmul_inputs: model.matmulInputs.rawValue, int8_kernels: model.matmulInputs.int8Kernels,
+                matmul_inputs: model.matmulInputs.rawValue, kernels: model.matmulInputs.kernels,
                 curve: curve.map { .init(n: $0.nodes, ms: $0.seconds * 1e3, ratio: $0.ratio) }))
         } else {
             emit("verify step T(n): \(tokens.count) committed tokens, \(modelOptions.threadCount) threads, matmul inputs \(model.matmulInputs.described), median of \(runs)\n")
@@ -196,7 +196,7 @@ struct BenchCommand: ParsableCommand {
         let allIdentical = medusa == nil ? nil : reports.allSatisfy { $0.identical_output == true }
         if json {
             struct Report: Encodable {
-                var threads: Int, ranks: Int, runs: Int, max_tokens: Int, matmul_inputs: String, int8_kernels: String?
+                var threads: Int, ranks: Int, runs: Int, max_tokens: Int, matmul_inputs: String, kernels: String?
                 var plain_decode_tokens_per_second: Double
                 var prefill_tokens_per_second: Double
                 var decode_time_share: [String: Double]
@@ -210,7 +210,7 @@ struct BenchCommand: ParsableCommand {
             }
             try emitJSON(Report(
                 threads: modelOptions.threadCount, ranks: loaded.model.communicator.size, runs: runs, max_tokens: maxTokens,
-                matmul_inputs: loaded.model.matmulInputs.rawValue, int8_kernels: loaded.model.matmulInputs.int8Kernels,
+                matmul_inputs: loaded.model.matmulInputs.rawValue, kernels: loaded.model.matmulInputs.kernels,
                 plain_decode_tokens_per_second: plainRate, prefill_tokens_per_second: prefillRate,
                 decode_time_share: plainSplit.shares, medusa_decode_tokens_per_second: medusaRate,
                 speedup: medusaRate.map { $0 / plainRate }, mean_accepted_tokens: meanAccepted,

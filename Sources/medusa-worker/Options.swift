@@ -30,17 +30,17 @@ struct ModelOptions: ParsableArguments {
 }
 
 extension MatMulInputs: ExpressibleByArgument {
-    /// The choice and, for int8, the kernel variant this CPU runs.
-    var described: String { self == .int8 ? "int8 (\(Int8BlockKernels.variant) kernels)" : rawValue }
+    /// The choice and, for the integer inputs, the kernel variant this CPU runs.
+    var described: String { kernels.map { "\(rawValue) (\($0) kernels)" } ?? rawValue }
 
-    /// The int8 kernel variant when int8 is chosen (reports name it: speed depends on it).
-    var int8Kernels: String? { self == .int8 ? Int8BlockKernels.variant.description : nil }
+    /// The integer kernels' variant when int8 or int16 is chosen (reports name it: speed depends on it).
+    var kernels: String? { self == .fp32 ? nil : IntegerKernels.variant.description }
 }
 
 let matmulInputsHelp = """
     Activations of the Q8_0/Q4_0/Q4_1 weight products: int16 rounds them per 32-value block (scale \
-    max|x|/32767) for integer products, faster; int8 rounds them to 8 bits per block as llama.cpp \
-    does (scale max|x|/127; one instruction per block on AVX-512 VNNI CPUs); fp32 keeps them exact \
+    max|x|/32639) for integer products, faster; int8 rounds them to 8 bits per block as llama.cpp \
+    does (scale max|x|/127; cheapest on AVX-512 VNNI CPUs, slow elsewhere); fp32 keeps them exact \
     (matches an fp32 forward).
     """
 

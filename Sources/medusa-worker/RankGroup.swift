@@ -55,7 +55,7 @@ struct RankGroup {
         path: String, contextLength: Int, threads: Int, sequences: Int = 1, chatTemplate: ChatTemplate? = nil,
         matmulInputs: MatMulInputs
     ) throws -> LoadedModel {
-        if matmulInputs == .int8 && Int8BlockKernels.variant == .scalar && isCoordinator {
+        if matmulInputs == .int8 && IntegerKernels.variant == .portable && isCoordinator {
             FileHandle.standardError.write(Data(
                 "warning: --matmul-inputs int8 without AVX-512 VNNI runs the portable scalar kernels (slow); int16 is the fast choice on this CPU\n".utf8))
         }

@@ -12,8 +12,8 @@ struct KernelInt8Tests {
 
     /// The product with `variant`'s kernel: the VNNI kernel on the matrix packed for it.
     static func multiply(_ w: WeightMatrix, _ x: [Float], n: Int, pool: ThreadPool, variant: Int8BlockKernels.Variant) -> [Float] {
-        let w = w.packedForInt8(variant: variant)
-        #expect((w.int8Packed != nil) == (variant == .avx512VNNI))
+        let w = w.packedForVNNI(variant: variant)
+        #expect((w.packed != nil) == (variant == .avx512VNNI))
         var y = [Float](repeating: .nan, count: n * w.rows)
         x.withUnsafeBufferPointer { xp in
             y.withUnsafeMutableBufferPointer { yp in
@@ -31,11 +31,11 @@ struct KernelInt8Tests {
     @Test("the forward pass uses the fastest variant this CPU runs")
     func variantChoice() {
         let best = Self.variants.last!
-        #expect(Int8BlockKernels.variant.isSupported)
-        #expect(Int8BlockKernels.variant == best || ProcessInfoHelper.overridden)
+        #expect(IntegerKernels.variant.isSupported)
+        #expect(IntegerKernels.variant == best || ProcessInfoHelper.overridden)
         #expect(Int8BlockKernels.Variant.allCases.map(\.rawValue) == [Int32(CK_ISA_SCALAR), Int32(CK_ISA_AVX512_VNNI)])
-        #expect(Int8BlockKernels.Variant.scalar.isSupported)
-        print("int8 kernels: \(Self.variants.map(\.description).joined(separator: ", ")) supported; using \(Int8BlockKernels.variant)")
+        #expect(Int8BlockKernels.Variant.portable.isSupported)
+        print("int8 kernels: \(Self.variants.map(\.description).joined(separator: ", ")) supported; using \(IntegerKernels.variant)")
     }
 
     @Test("activations are quantized exactly as the reference does (zero, tiny and non-finite blocks too)",
@@ -62,7 +62,7 @@ struct KernelInt8Tests {
         }
     }
 
-    static func checkPrepared(_ p: ck_int8_inputs, type: TensorType, x: [Float], n: Int, columns: Int, variant: Int8BlockKernels.Variant) {
+    static func checkPrepared(_ p: ck_inputs, type: TensorType, x: [Float], n: Int, columns: Int, variant: Int8BlockKernels.Variant) {
         let blocks = columns / 32
         let offset: Int32 = type == .q4_0 ? -8 : (type == .q8_0 ? -128 : 0)
         #expect(p.n == Int32(n) && p.stride == 16)
@@ -99,7 +99,7 @@ struct KernelInt8Tests {
                 let reference = ReferenceKernels.multiplyInt8(w, x: x, n: n)
                 var first: [Float]?
                 for variant in Self.variants {
-                    for pool in pools where variant != .scalar || pool.threadCount == 2 {
+                    for pool in pools where variant != .portable || pool.threadCount == 2 {
                         let y = Self.multiply(w, x, n: n, pool: pool, variant: variant)
                         if let first {
                             #expect(Self.sameBits(y, first), "\(type) \(rows)x\(columns) n=\(n) \(variant) threads=\(pool.threadCount) differs from the scalar variant")
@@ -123,7 +123,7 @@ struct KernelInt8Tests {
     @Test("a row alone, inside blocks of 2...33 rows, on 1/2/3 threads: bit-identical, every variant",
           arguments: KernelTestData.blockFormats)
     func batchInvariant(type: TensorType) {
-        for variant in Self.variants where variant != .scalar {
+        for variant in Self.variants where variant != .portable {
             KernelTestData.checkBatchInvariance(type, seed: 0x8ba7, label: "\(variant)") { w, x, n, pool in
                 Self.multiply(w, x, n: n, pool: pool, variant: variant)
             }
@@ -141,23 +141,23 @@ struct KernelInt8Tests {
         var rng = SplitMix64(seed: 0x9ac)
         for type in KernelTestData.blockFormats {
             let w = KernelTestData.matrix(type, rows: 35, columns: 64, &rng, padding: 6)
-            let packed = w.packedForInt8()
-            #expect(packed.int8Packed != nil && w.int8Packed == nil)
-            #expect(ck_int8_packed_bytes(Int8BlockKernels.format(type), 35, 64) == 3 * 2 * 16 * type.rowBytes(32))
-            #expect(packed.rowSlice(0..<35).int8Packed != nil && packed.columnSlice(0..<64).int8Packed != nil)
-            #expect(packed.rowSlice(16..<35).int8Packed == nil && packed.columnSlice(0..<32).int8Packed == nil)
+            let packed = w.packedForVNNI()
+            #expect(packed.packed != nil && w.packed == nil)
+            #expect(ck_packed_bytes(IntegerKernels.format(type), 35, 64) == 3 * 2 * 16 * type.rowBytes(32))
+            #expect(packed.rowSlice(0..<35).packed != nil && packed.columnSlice(0..<64).packed != nil)
+            #expect(packed.rowSlice(16..<35).packed == nil && packed.columnSlice(0..<32).packed == nil)
             let gathered = packed.gatheringRows([34, 0, 17])
-            #expect(gathered.int8Packed != nil && w.gatheringRows([1]).int8Packed == nil)
+            #expect(gathered.packed != nil && w.gatheringRows([1]).packed == nil)
             let x = KernelTestData.floats(3 * 64, &rng)
-            let all = Self.multiply(w, x, n: 3, pool: KernelTestData.pool(2), variant: .scalar)
+            let all = Self.multiply(w, x, n: 3, pool: KernelTestData.pool(2), variant: .portable)
             let some = Self.multiply(gathered, x, n: 3, pool: KernelTestData.pool(2), variant: .avx512VNNI)
             for i in 0..<3 {
                 #expect(zip([34, 0, 17], some[(3 * i)..<(3 * i + 3)]).allSatisfy { all[i * 35 + $0].bitPattern == $1.bitPattern })
             }
-            #expect(w.packedForInt8(variant: .scalar).int8Packed == nil)
+            #expect(w.packedForVNNI(variant: .portable).packed == nil)
         }
         let f32 = KernelTestData.matrix(.f32, rows: 3, columns: 32, &rng)
-        #expect(f32.packedForInt8().int8Packed == nil)
+        #expect(f32.packedForVNNI().packed == nil)
     }
 
     @Test("non-finite inputs give NaN, not a trap or garbage", arguments: KernelTestData.blockFormats)
@@ -174,5 +174,5 @@ struct KernelInt8Tests {
 }
 
 enum ProcessInfoHelper {
-    static var overridden: Bool { ProcessInfo.processInfo.environment["MEDUSA_INT8_KERNELS"] != nil }
+    static var overridden: Bool { ProcessInfo.processInfo.environment["MEDUSA_INT_KERNELS"] != nil }
 }

@@ -151,9 +151,9 @@ enum KernelTestData {
         var rng = SplitMix64(seed: seed ^ UInt64(type.rawValue))
         let pool = pool(2)
         let columns = 96
-        // With int8, a and c carry the VNNI kernel's packed rows (when it runs here) and b does not:
-        // one job runs both kernels.
-        let packing = { (w: WeightMatrix) in inputs == .int8 ? w.packedForInt8() : w }
+        // With integer inputs, a and c carry the VNNI kernels' packed rows (when they run here) and b
+        // does not: one job runs both kernels (int8), or falls back to the portable one (int16).
+        let packing = { (w: WeightMatrix) in inputs != .fp32 ? w.packedForVNNI() : w }
         let a = packing(matrix(type, rows: 37, columns: columns, &rng))
         let b = matrix(type, rows: 9, columns: columns, &rng)
         let c = packing(matrix(type, rows: 20, columns: columns, &rng))

@@ -74,27 +74,28 @@ import Testing
         }
     }
 
-    @Test("int8 on AVX-512 VNNI: the model packs what it multiplies and gives the file's pages back; the rows stay readable")
-    func int8PacksAndReleases() throws {
+    @Test("integer inputs on AVX-512 VNNI: the model packs what it multiplies and gives the file's pages back; the rows stay readable",
+          arguments: [MatMulInputs.int8, .int16])
+    func packsAndReleases(inputs: MatMulInputs) throws {
         var synthetic = SyntheticLlama(config: SyntheticLlama.smallConfig, weightType: .q4_1, seed: 7)
         let path = try makeTemporaryDirectory() + "/tiny.gguf"
         try synthetic.write(to: path, tiedEmbeddings: true)
-        let model = try LlamaModel(gguf: try GGUFFile(path: path), contextLength: 64, threads: 2, matmulInputs: .int8)
-        let packs = Int8BlockKernels.variant == .avx512VNNI
+        let model = try LlamaModel(gguf: try GGUFFile(path: path), contextLength: 64, threads: 2, matmulInputs: inputs)
+        let packs = IntegerKernels.variant == .avx512VNNI
         let layer = model.weights.layers[0]
         for w in [layer.query, layer.key, layer.value, layer.output, layer.gate, layer.up, layer.down, model.weights.output] {
-            #expect((w.int8Packed != nil) == packs)
+            #expect((w.packed != nil) == packs)
         }
         // The tied embedding's bytes were handed back after packing: they read as the file's still.
         let again = try GGUFFile(path: path)
         let file = try LlamaWeights(gguf: again, config: model.config).tokenEmbedding
         let embedding = model.weights.tokenEmbedding
-        #expect(embedding.int8Packed == nil)
+        #expect(embedding.packed == nil)
         for r in 0..<embedding.rows {
             #expect(memcmp(embedding.row(r), file.row(r), embedding.rowBytes) == 0, "row \(r)")
         }
-        let int16 = try LlamaModel(gguf: again, contextLength: 64, threads: 2, matmulInputs: .int16)
-        #expect(int16.weights.layers[0].query.int8Packed == nil)
+        let fp32 = try LlamaModel(gguf: again, contextLength: 64, threads: 2, matmulInputs: .fp32)
+        #expect(fp32.weights.layers[0].query.packed == nil)
     }
 
     @Test(arguments: [TensorType.f16, .bf16, .q8_0, .q4_0, .q4_1], MatMulInputs.allCases)

@@ -1,6 +1,7 @@
-// Matrix-product kernels that need an instruction set chosen at run time (AVX-512 VNNI), which Swift
-// cannot enable per function: each variant is compiled with its own target attribute and picked by
-// a CPUID check, as llama.cpp does for its CPU back ends. Used by Worker's `Int8BlockKernels`.
+// Matrix-product kernels on integer-rounded activations that need an instruction set chosen at run
+// time (AVX-512 VNNI), which Swift cannot enable per function: each variant is compiled with its own
+// target attribute and picked by a CPUID check, as llama.cpp does for its CPU back ends. Used by
+// Worker's `Int8BlockKernels` (int8 inputs) and `Int16BlockKernels` (int16 inputs on VNNI CPUs).
 #ifndef MEDUSA_CKERNELS_H
 #define MEDUSA_CKERNELS_H
 
@@ -23,9 +24,14 @@ enum {
 enum {
     /// Portable C, one product at a time.
     CK_ISA_SCALAR = 0,
-    /// AVX-512 F/BW/VL + VNNI (`vpdpbusd`) on packed weights (`ck_int8_pack`).
+    /// AVX-512 F/BW/VL + VNNI (`vpdpbusd`) on packed weights (`ck_pack`).
     CK_ISA_AVX512_VNNI = 2,
 };
+
+/// The largest magnitude of the int16 inputs: 127 * 256 + 127, so that every value q splits into
+/// two signed bytes, q = 256 * h + l with l = (int8_t)q and h = (q + 128) >> 8, each a `vpdpbusd`
+/// operand.
+#define CK_INT16_LEVELS 32639
 
 /// A hint to bring `address`'s cache line into the nearest cache (Swift has no prefetch of its own;
 /// this inlines into Swift callers).
@@ -37,14 +43,19 @@ int ck_best_isa(void);
 /// Whether `isa` runs here (`CK_ISA_SCALAR` always does).
 int ck_isa_supported(int isa);
 
-/// Input rows quantized to int8 per 32-value block (llama.cpp's Q8_0 rounding): d = max|x| / 127,
-/// q = round-half-even(x * (1 / d)). Per-block tables are block-major, entry [b * stride + i].
+/// Input rows quantized per 32-value block to `bits` = 8 (llama.cpp's Q8_0 rounding: d = max|x| /
+/// 127, q = round-half-even(x * (1 / d))) or 16 (d = max|x| / CK_INT16_LEVELS, q =
+/// round-half-even(x * (CK_INT16_LEVELS / max|x|))). Per-block tables are block-major, entry
+/// [b * stride + i].
 typedef struct {
     int n;
     int columns;
+    /// 8 or 16.
+    int bits;
     /// n rounded up to a multiple of 8; table entries of the padding inputs are zero.
     size_t stride;
-    /// [n, columns].
+    /// Row i's block b at `values + (bits / 8) * (32 * (i * columns / 32 + b))`: 8 bits, the 32 q;
+    /// 16 bits, the 32 high bytes h of its q, then the 32 low bytes l (q = 256 * h + l).
     const int8_t *values;
     /// d of each block.
     const float *scales;
@@ -52,18 +63,19 @@ typedef struct {
     const int32_t *starts;
     /// d * sum(q) (the Q4_1 minimum's factor).
     const float *scaled_sums;
-} ck_int8_inputs;
+} ck_inputs;
 
-/// Bytes of memory `ck_int8_prepare` needs for n rows of `columns`.
-size_t ck_int8_prepare_bytes(int n, int columns);
+/// Bytes of memory `ck_prepare` needs for n rows of `columns` at `bits`.
+size_t ck_prepare_bytes(int bits, int n, int columns);
 
-/// Quantizes `n` rows of `columns` fp32 values (a multiple of 32; row i at `x + i * x_stride`) for
-/// products with `format` weights, into `memory` (`ck_int8_prepare_bytes` long, 64-byte aligned).
-/// A block holding an infinity or NaN gets d = NaN and zero values, so its products are NaN as an
-/// fp32 product's would be; a block whose 1 / d overflows (d subnormal) gets d = 0 and zero values.
-/// `isa` picks the variant that quantizes (all give the same result).
-void ck_int8_prepare(int isa, int format, const float *x, size_t x_stride, int n, int columns, void *memory,
-                     ck_int8_inputs *out);
+/// Quantizes `n` rows of `columns` fp32 values (a multiple of 32; row i at `x + i * x_stride`) to
+/// `bits` (8 or 16) for products with `format` weights, into `memory` (`ck_prepare_bytes` long,
+/// 64-byte aligned). A block holding an infinity or NaN gets d = NaN and zero values, so its
+/// products are NaN as an fp32 product's would be; a block whose inverse scale overflows (tiny
+/// values) gets d = 0 and zero values. `isa` picks the variant that quantizes (all give the same
+/// result).
+void ck_prepare(int isa, int bits, int format, const float *x, size_t x_stride, int n, int columns, void *memory,
+                ck_inputs *out);
 
 /// y[i * y_stride + r] for rows r in [row_begin, row_end) of the weight matrix at `weights`
 /// (`row_bytes` per row, columns / 32 blocks of `format`) and the prepared input rows i, in
@@ -74,27 +86,27 @@ void ck_int8_prepare(int isa, int format, const float *x, size_t x_stride, int n
 ///     acc = fma(float(t_b) * d_x, d_w, acc);  Q4_1 only: acc = fma(m_w, d_x * sum(q_x), acc)
 ///
 /// so it does not depend on n, the row range or the variant.
-void ck_int8_multiply(int format, const uint8_t *weights, size_t row_bytes, int row_begin, int row_end,
-                      const ck_int8_inputs *inputs, float *y, size_t y_stride);
+void ck_multiply(int format, const uint8_t *weights, size_t row_bytes, int row_begin, int row_end,
+                 const ck_inputs *inputs, float *y, size_t y_stride);
 
-/// Bytes of the packed form (`ck_int8_pack`) of `rows` x `columns` `format` weights: as many as
-/// the rows take, rounded up to 16 rows.
-size_t ck_int8_packed_bytes(int format, int rows, int columns);
+/// Bytes of the packed form (`ck_pack`) of `rows` x `columns` `format` weights: as many as the rows
+/// take, rounded up to 16 rows.
+size_t ck_packed_bytes(int format, int rows, int columns);
 
-/// Packs `rows` weight rows (`row_bytes` apart) for `ck_int8_multiply_packed`: tiles of 16 rows
-/// (the last padded with zero rows), and in a tile, block after block, the 16 rows' integers
-/// interleaved by 4-byte chunks (vector c holds bytes 4c ..< 4c + 4 of every row's integers: Q4
-/// the packed nibbles, Q8_0 q + 128), then their 16 d (fp16) and, Q4_1, their 16 m. `packed` is
-/// `ck_int8_packed_bytes` long. Portable C.
-void ck_int8_pack(int format, const uint8_t *weights, size_t row_bytes, int rows, int columns, uint8_t *packed);
+/// Packs `rows` weight rows (`row_bytes` apart) for `ck_multiply_packed`: tiles of 16 rows (the
+/// last padded with zero rows), and in a tile, block after block, the 16 rows' integers interleaved
+/// by 4-byte chunks (vector c holds bytes 4c ..< 4c + 4 of every row's integers: Q4 the packed
+/// nibbles, Q8_0 q + 128), then their 16 d (fp16) and, Q4_1, their 16 m. `packed` is
+/// `ck_packed_bytes` long. Portable C.
+void ck_pack(int format, const uint8_t *weights, size_t row_bytes, int rows, int columns, uint8_t *packed);
 
-/// `ck_int8_multiply` on packed weights (`ck_int8_pack` of all the matrix's rows), with the same
-/// results bit for bit, in AVX-512 VNNI: each 4-column chunk of an input block is broadcast against
-/// the same chunk of a tile's 16 rows in one `vpdpbusd`, so every weight block is read once for up
-/// to 8 inputs and no lane sums are needed. Only when `ck_best_isa()` is `CK_ISA_AVX512_VNNI`;
-/// `row_begin` must be a multiple of 16.
-void ck_int8_multiply_packed(int format, const uint8_t *packed, int row_begin, int row_end,
-                             const ck_int8_inputs *inputs, float *y, size_t y_stride);
+/// `ck_multiply` on packed weights (`ck_pack` of all the matrix's rows), with the same results bit
+/// for bit, in AVX-512 VNNI: each 4-column chunk of an input block is broadcast against the same
+/// chunk of a tile's 16 rows in one `vpdpbusd` (two for 16-bit inputs: high and low bytes), so
+/// every weight block is read once for up to 8 inputs and no lane sums are needed. Only when
+/// `ck_best_isa()` is `CK_ISA_AVX512_VNNI`; `row_begin` must be a multiple of 16.
+void ck_multiply_packed(int format, const uint8_t *packed, int row_begin, int row_end, const ck_inputs *inputs,
+                        float *y, size_t y_stride);
 
 #ifdef __cplusplus
 }

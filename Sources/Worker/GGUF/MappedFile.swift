@@ -57,7 +57,7 @@ public final class MappedFile: @unchecked Sendable {
 }
 
 /// An owner of weight bytes that can give their resident memory back once they have been copied
-/// (`WeightMatrix.packedForInt8`).
+/// (`WeightMatrix.packedForVNNI`).
 public protocol ResidentPagesReleasing: AnyObject {
     func dropResidentPages(_ start: UnsafeRawPointer, count: Int)
 }

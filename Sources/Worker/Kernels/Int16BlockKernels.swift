@@ -6,32 +6,43 @@ import _Builtin_intrinsics.intel
 /// Matrix products of the block formats (Q8_0, Q4_0, Q4_1) with the activations rounded to 16-bit
 /// integers per 32-column block (`MatMulInputs.int16`, the default of the forward pass).
 ///
-/// Input row i's block b becomes 32 int16 values q_x = round-to-nearest-even(x * 32767 / max|x|)
-/// with one fp32 scale s = max|x| / 32767. A value's rounding error is at most half a step, 2^-16
-/// of the block's largest value: ~258 times finer than 8-bit activations (llama.cpp's), whose
-/// rounding is large enough to flip near ties between two tokens. A weight block is decoded once into two 16-lane int16
-/// vectors and reused for a tile of input rows:
+/// Input row i's block b becomes 32 int16 values q_x = round-to-nearest-even(x * L / max|x|) with
+/// one fp32 scale s = max|x| / L, L = 32639 (`CK_INT16_LEVELS`: 127 * 256 + 127, so that each q_x
+/// splits into two signed bytes for the VNNI kernel). A value's rounding error is at most half a
+/// step, ~2^-16 of the block's largest value: ~257 times finer than 8-bit activations
+/// (llama.cpp's), whose rounding is large enough to flip near ties between two tokens. Per output
+/// and block, in block order, with t the exact integer sum(q_w * q_x) (Q4_0: q_w = q - 8):
 ///
-///     dot(w, x) over a block ~ (d_w * s) * sum(q_w * q_x)                  (Q8_0; Q4_0 with q - 8)
-///                            ~ (d_w * s) * sum(q_w * q_x) + m_w * sum(x)   (Q4_1; sum(x) of the fp32 x)
+///     acc = fma(float(t) * s, d_w, acc)          then, Q4_1 only: acc = fma(m_w, s * sum(q_x), acc)
 ///
-/// The integer products go through two `vpmaddwd` (pairwise int16 products summed into 8 int32
-/// lanes) and one add: each lane sums four products, at most 4 * 128 * 32767 < 2^24, so the lane is
-/// exact and so is its conversion to fp32, which is FMA'd with d_w * s into an 8-lane fp32 total.
+/// which is the int8 kernels' definition (`ck_multiply`) with wider inputs. Two implementations
+/// compute it bit for bit (integers are exact in any order; the fp32 operations are the same):
+/// - on AVX-512 VNNI CPUs, the C kernel on weights packed at load time (`WeightMatrix.packedForVNNI`,
+///   `ck_multiply_packed`): 16 rows in the lanes, two `vpdpbusd` per 4-column chunk (the high and
+///   the low bytes of q_x), a weight block read once for up to 8 inputs;
+/// - elsewhere (and on unpacked matrices) the Swift kernels below on the files' rows: a weight block
+///   decoded once into two 16-lane int16 vectors, two `vpmaddwd` per input (8 exact int32 lanes),
+///   and the lanes of four blocks (one row, four inputs; or four rows, one input) summed together
+///   by `vphaddd`, so that the fp32 operations run four outputs to a vector.
 ///
 /// Decoding avoids shuffles, as `BlockKernels` does, so the lanes hold columns in a per-format order
 /// (`Int16BlockFormat.laneColumns`); `prepare` lays the quantized activations out in the same order.
 ///
-/// Batch invariance: each output value goes through the same operations in the same order (`dot`,
-/// one FMA per block, a scalar offset chain, `SIMDSupport.sum`) whichever tile computes it, and the
-/// activations are quantized per row, so a row's result depends neither on `n` nor on the split.
+/// Batch invariance: each output value goes through the same operations in the same order whichever
+/// tile computes it, and the activations are quantized per row, so a row's result depends neither
+/// on `n` nor on the split.
 enum Int16BlockKernels {
     /// The largest int16 magnitude used; the scale maps max|x| of a block to it.
-    static let levels: Float = 32767
+    static let levels = Float(CK_INT16_LEVELS)
 
     static func multiply(
-        _ products: MatMul.Products, x: UnsafePointer<Float>, xStride: Int, n: Int, pool: ThreadPool
+        _ products: MatMul.Products, x: UnsafePointer<Float>, xStride: Int, n: Int, pool: ThreadPool,
+        variant: IntegerKernels.Variant = IntegerKernels.variant
     ) {
+        if IntegerKernels.readsPacked(products, variant: variant) {
+            IntegerKernels.multiply(bits: 16, products, x: x, xStride: xStride, n: n, pool: pool, variant: variant)
+            return
+        }
         switch products.first.weights.type {
         case .q8_0: multiply(Q8_0Block.self, products, x: x, xStride: xStride, n: n, pool: pool)
         case .q4_0: multiply(Q4_0Block.self, products, x: x, xStride: xStride, n: n, pool: pool)
@@ -42,12 +53,13 @@ enum Int16BlockKernels {
 
     /// The quantized activations of one call, in the pool's shared scratch slot.
     struct Prepared {
+        var n: Int
         /// [n, columns] int16, each block's 32 values in `laneColumns` order.
         var values: UnsafePointer<Int16>
-        /// [n, blocks]: each block's scale s, in all 8 lanes.
-        var scales: UnsafePointer<SIMD8<Float>>
-        /// [n, blocks]: each block's sum of the fp32 inputs (offset formats only).
-        var sums: UnsafePointer<Float>?
+        /// [blocks, n] (block-major): each block's scale s.
+        var scales: UnsafePointer<Float>
+        /// [blocks, n]: each block's s * sum(q_x) (offset formats only).
+        var minimumFactors: UnsafePointer<Float>?
     }
 
     private static func multiply<F: Int16BlockFormat>(
@@ -56,68 +68,66 @@ enum Int16BlockKernels {
     ) {
         let columns = products.first.weights.columns
         let blocks = columns / 32
-        // Scales [n, blocks] of 8 lanes, sums [n, blocks], then the values, each on a 64-byte boundary.
-        let sumBytes = (4 * n * blocks + 63) / 64 * 64
-        let shared = pool.scratch(thread: pool.threadCount, bytes: 32 * n * blocks + sumBytes + 2 * n * columns)
-        let scales = shared.assumingMemoryBound(to: SIMD8<Float>.self)
-        let sums = F.hasOffset ? (shared + 32 * n * blocks).assumingMemoryBound(to: Float.self) : nil
-        let values = (shared + 32 * n * blocks + sumBytes).assumingMemoryBound(to: Int16.self)
-        prepare(F.self, x: x, xStride: xStride, n: n, columns: columns, values: values, scales: scales, sums: sums)
-        let p = Prepared(values: values, scales: scales, sums: sums.map { UnsafePointer($0) })
+        // Scales [blocks, n], minimum factors [blocks, n], then the values, each on a 64-byte boundary.
+        let tableBytes = (4 * n * blocks + 63) / 64 * 64
+        let shared = pool.scratch(thread: pool.threadCount, bytes: 2 * tableBytes + 2 * n * columns)
+        let scales = shared.assumingMemoryBound(to: Float.self)
+        let factors = F.hasOffset ? (shared + tableBytes).assumingMemoryBound(to: Float.self) : nil
+        let values = (shared + 2 * tableBytes).assumingMemoryBound(to: Int16.self)
+        prepare(F.self, x: x, xStride: xStride, n: n, columns: columns, values: values, scales: scales,
+                minimumFactors: factors)
+        let p = Prepared(n: n, values: values, scales: scales, minimumFactors: factors.map { UnsafePointer($0) })
 
         MatMul.forEachChunk(products, pool: pool) { product, rows in
             let w = product.weights, y = product.y, yStride = product.yStride
-            if n == 1 {
-                // Fetch the row after next while this one is multiplied. Under tensor parallelism
-                // the row-parallel O and down are column slices (strided parts of rows), which the
-                // hardware prefetcher follows poorly: np = 2 decoding went from 1.06-1.17x to
-                // 1.35-1.44x np = 1 (measured); one rank was unchanged within this VM's noise.
-                // Past the matrix's end a prefetch is harmless.
-                let lines = (w.rowBytes + 63) / 64
-                for r in rows {
-                    let ahead = w.row(r + 2)
-                    for line in 0..<lines { ck_prefetch(ahead + 64 * line) }
-                    y[r] = single(F.self, w.row(r), blocks: blocks, p, input: 0)
-                }
-                return
-            }
-            // Tiles of 4 input rows; the last 1-3 rows as a tile of 2 and/or one row (as `BlockKernels`).
+            // Tiles of 4 inputs on one row; the last 1-3 inputs one at a time on 4 rows together.
             var i = 0
             while i + 4 <= n {
                 for r in rows {
-                    let out = tile4(F.self, w.row(r), blocks: blocks, p, first: i)
-                    y[i * yStride + r] = out.0
-                    y[(i + 1) * yStride + r] = out.1
-                    y[(i + 2) * yStride + r] = out.2
-                    y[(i + 3) * yStride + r] = out.3
+                    let out = inputs4(F.self, w.row(r), blocks: blocks, p, first: i)
+                    y[i * yStride + r] = out[0]
+                    y[(i + 1) * yStride + r] = out[1]
+                    y[(i + 2) * yStride + r] = out[2]
+                    y[(i + 3) * yStride + r] = out[3]
                 }
                 i += 4
             }
-            if i + 2 <= n {
-                for r in rows {
-                    let out = tile2(F.self, w.row(r), blocks: blocks, p, first: i)
-                    y[i * yStride + r] = out.0
-                    y[(i + 1) * yStride + r] = out.1
+            while i < n {
+                var r = rows.lowerBound
+                while r + 4 <= rows.upperBound {
+                    // Fetch the rows after these while they are multiplied. Under tensor
+                    // parallelism the row-parallel O and down are column slices (strided parts of
+                    // rows), which the hardware prefetcher follows poorly (measured: np = 2 decoding
+                    // 1.06-1.17x -> 1.35-1.44x np = 1). Past the matrix's end a prefetch is harmless.
+                    if n == 1 {
+                        let lines = (w.rowBytes + 63) / 64
+                        for ahead in (r + 4)..<(r + 8) {
+                            let row = w.row(ahead)
+                            for line in 0..<lines { ck_prefetch(row + 64 * line) }
+                        }
+                    }
+                    let out = rows4(F.self, w, first: r, blocks: blocks, p, input: i)
+                    for k in 0..<4 { y[i * yStride + r + k] = out[k] }
+                    r += 4
                 }
-                i += 2
-            }
-            if i < n {
-                for r in rows { y[i * yStride + r] = single(F.self, w.row(r), blocks: blocks, p, input: i) }
+                while r < rows.upperBound {
+                    y[i * yStride + r] = single(F.self, w.row(r), blocks: blocks, p, input: i)
+                    r += 1
+                }
+                i += 1
             }
         }
     }
 
-    /// Quantizes each input row's blocks to int16 (`values` [n, columns] in `F.laneColumns` order,
-    /// `scales` [n, blocks], each in all 8 lanes: the kernels multiply it by the weight scale as a
-    /// vector loaded from memory, which LLVM cannot turn back into a scalar product and a register
-    /// broadcast, one shuffle-port operation more per block and input row) and, with `sums`, stores each block's sum of the fp32 inputs (fixed
-    /// order: four 8-lane vectors added pairwise, then `SIMDSupport.sum`).
-    ///
-    /// A block that holds an infinity or NaN gets a NaN scale (and zero values), so its products are
-    /// NaN as the fp32 path's would be, instead of trapping in the conversion.
+    /// Quantizes each input row's blocks to int16: `values` [n, columns] in `F.laneColumns` order,
+    /// `scales` [blocks, n] and, with `minimumFactors`, s * sum(q_x) [blocks, n]. The same values
+    /// as `ck_prepare` at 16 bits: a block that holds an infinity or NaN gets a NaN scale and zero
+    /// values (its products are NaN, as the fp32 path's would be); a block whose inverse scale
+    /// overflows (tiny values) gets scale 0 and zero values.
     static func prepare<F: Int16BlockFormat>(
         _ format: F.Type, x: UnsafePointer<Float>, xStride: Int, n: Int, columns: Int,
-        values: UnsafeMutablePointer<Int16>, scales: UnsafeMutablePointer<SIMD8<Float>>, sums: UnsafeMutablePointer<Float>?
+        values: UnsafeMutablePointer<Int16>, scales: UnsafeMutablePointer<Float>,
+        minimumFactors: UnsafeMutablePointer<Float>?
     ) {
         let blocks = columns / 32
         F.laneColumns.withUnsafeBufferPointer { lanes in
@@ -127,22 +137,28 @@ enum Int16BlockKernels {
                         let p = x + i * xStride + 32 * b
                         let v = (SIMDSupport.load8(p), SIMDSupport.load8(p + 8),
                                  SIMDSupport.load8(p + 16), SIMDSupport.load8(p + 24))
-                        let total = SIMDSupport.sum((v.0 + v.1) + (v.2 + v.3))
-                        let largest = pointwiseMax(pointwiseMax(magnitude(v.0), magnitude(v.1)),
-                                                   pointwiseMax(magnitude(v.2), magnitude(v.3))).max()
-                        let finite = total.isFinite && largest.isFinite
-                        let scale = finite ? largest / levels : .nan
+                        // x - x is 0 exactly when x is finite.
+                        let finite = ((v.0 - v.0) + (v.1 - v.1) + (v.2 - v.2) + (v.3 - v.3)) == SIMD8()
+                        let largest = finite
+                            ? pointwiseMax(pointwiseMax(magnitude(v.0), magnitude(v.1)),
+                                           pointwiseMax(magnitude(v.2), magnitude(v.3))).max()
+                            : 0
+                        var scale = finite ? largest / levels : .nan
                         let inverse: Float = finite && largest > 0 ? levels / largest : 0
+                        let usable = finite && inverse.isFinite
+                        if finite && !usable { scale = 0 }
                         let base = rounded.baseAddress!
+                        var total = SIMD8<Int32>()
                         for k in 0..<4 {
                             let part = k == 0 ? v.0 : (k == 1 ? v.1 : (k == 2 ? v.2 : v.3))
-                            UnsafeMutableRawPointer(base + 8 * k).storeBytes(
-                                of: roundToInt32(finite ? part * inverse : SIMD8()), as: SIMD8<Int32>.self)
+                            let q = usable ? roundToInt32(part * inverse) : SIMD8()
+                            total &+= q
+                            UnsafeMutableRawPointer(base + 8 * k).storeBytes(of: q, as: SIMD8<Int32>.self)
                         }
                         let out = values + i * columns + 32 * b
                         for lane in 0..<32 { out[lane] = Int16(truncatingIfNeeded: base[lanes[lane]]) }
-                        scales[i * blocks + b] = SIMD8(repeating: scale)
-                        if let sums { sums[i * blocks + b] = total }
+                        scales[b * n + i] = scale
+                        if let minimumFactors { minimumFactors[b * n + i] = scale * Float(total.wrappedSum()) }
                     }
                 }
             }
@@ -166,23 +182,37 @@ enum Int16BlockKernels {
         #endif
     }
 
-    /// sum(q_w * q_x) over one block, in 8 exact int32 lanes, converted to fp32.
+    /// sum(q_w * q_x) over one block in 8 exact int32 lanes (each sums four products, at most
+    /// 4 * 128 * 32639 < 2^24).
     @inline(__always)
-    static func dot(_ w: Int16Block, _ x: UnsafePointer<Int16>) -> SIMD8<Float> {
+    static func dot(_ w: Int16Block, _ x: UnsafePointer<Int16>) -> SIMD8<Int32> {
         let raw = UnsafeRawPointer(x)
         let a = raw.loadUnaligned(as: SIMD16<Int16>.self)
         let b = raw.loadUnaligned(fromByteOffset: 32, as: SIMD16<Int16>.self)
-        return float(multiplyAddPairs(w.0, a) &+ multiplyAddPairs(w.1, b))
+        return multiplyAddPairs(w.0, a) &+ multiplyAddPairs(w.1, b)
     }
 
-    /// int32 -> fp32 lane by lane (exact below 2^24). On x86_64 through `vcvtdq2ps` directly: the
-    /// generic SIMD conversion stayed an out-of-line call in the tiles, spilling every accumulator.
+    /// The lane sums of four vectors (exact integers): (sum a, sum b, sum c, sum d), by three `vphaddd`.
     @inline(__always)
-    static func float(_ v: SIMD8<Int32>) -> SIMD8<Float> {
+    static func sums(_ a: SIMD8<Int32>, _ b: SIMD8<Int32>, _ c: SIMD8<Int32>, _ d: SIMD8<Int32>) -> SIMD4<Int32> {
         #if arch(x86_64)
-        return _mm256_cvtepi32_ps(unsafeBitCast(v, to: SIMD4<Int64>.self))
+        func m(_ v: SIMD8<Int32>) -> SIMD4<Int64> { unsafeBitCast(v, to: SIMD4<Int64>.self) }
+        let all = unsafeBitCast(_mm256_hadd_epi32(_mm256_hadd_epi32(m(a), m(b)), _mm256_hadd_epi32(m(c), m(d))),
+                                to: SIMD8<Int32>.self)
+        return all.lowHalf &+ all.highHalf
         #else
-        return SIMD8<Float>(v)
+        return SIMD4(a.wrappedSum(), b.wrappedSum(), c.wrappedSum(), d.wrappedSum())
+        #endif
+    }
+
+    /// int32 -> fp32 lane by lane (rounded to nearest even above 2^24). On x86_64 through
+    /// `vcvtdq2ps` directly: the generic SIMD conversion can stay an out-of-line call.
+    @inline(__always)
+    static func float(_ v: SIMD4<Int32>) -> SIMD4<Float> {
+        #if arch(x86_64)
+        return _mm_cvtepi32_ps(unsafeBitCast(v, to: SIMD2<Int64>.self))
+        #else
+        return SIMD4<Float>(v)
         #endif
     }
 
@@ -198,76 +228,85 @@ enum Int16BlockKernels {
         #endif
     }
 
+    /// One row and the inputs i ..< i + 4 (lane k: input i + k).
+    @inline(__always)
+    private static func inputs4<F: Int16BlockFormat>(
+        _ format: F.Type, _ row: UnsafeRawPointer, blocks: Int, _ p: Prepared, first i: Int
+    ) -> SIMD4<Float> {
+        let columns = 32 * blocks
+        let x0 = p.values + i * columns, x1 = x0 + columns, x2 = x1 + columns, x3 = x2 + columns
+        var acc = SIMD4<Float>()
+        for b in 0..<blocks {
+            let block = row + b * F.blockBytes
+            let q = F.decodeInt16(block)
+            let (d, m) = HalfPrecision.loadHalfPair(block)
+            let t = sums(dot(q, x0 + 32 * b), dot(q, x1 + 32 * b), dot(q, x2 + 32 * b), dot(q, x3 + 32 * b))
+            let s = UnsafeRawPointer(p.scales + b * p.n + i).loadUnaligned(as: SIMD4<Float>.self)
+            acc.addProduct(float(t) * s, SIMD4(repeating: d))
+            if F.hasOffset {
+                let factors = UnsafeRawPointer(p.minimumFactors.unsafelyUnwrapped + b * p.n + i)
+                acc.addProduct(SIMD4(repeating: m), factors.loadUnaligned(as: SIMD4<Float>.self))
+            }
+        }
+        return acc
+    }
+
+    /// The rows r ..< r + 4 of `w` (lane k: row r + k) and input i.
+    @inline(__always)
+    private static func rows4<F: Int16BlockFormat>(
+        _ format: F.Type, _ w: WeightMatrix, first r: Int, blocks: Int, _ p: Prepared, input i: Int
+    ) -> SIMD4<Float> {
+        let x = p.values + i * 32 * blocks
+        let row0 = w.row(r), stride = w.rowStride
+        var acc = SIMD4<Float>()
+        for b in 0..<blocks {
+            let block = row0 + b * F.blockBytes
+            let xb = x + 32 * b
+            let t = sums(dot(F.decodeInt16(block), xb), dot(F.decodeInt16(block + stride), xb),
+                         dot(F.decodeInt16(block + 2 * stride), xb), dot(F.decodeInt16(block + 3 * stride), xb))
+            let (d, m) = halfPairs(block, stride: stride)
+            acc.addProduct(float(t) * SIMD4(repeating: p.scales[b * p.n + i]), d)
+            if F.hasOffset {
+                acc.addProduct(m, SIMD4(repeating: p.minimumFactors.unsafelyUnwrapped[b * p.n + i]))
+            }
+        }
+        return acc
+    }
+
+    /// The leading fp16 pairs (d, m) of four blocks `stride` bytes apart, as (d0...d3, m0...m3).
+    @inline(__always)
+    private static func halfPairs(_ block: UnsafeRawPointer, stride: Int) -> (SIMD4<Float>, SIMD4<Float>) {
+        let words = SIMD4<UInt32>(block.loadUnaligned(as: UInt32.self),
+                                  (block + stride).loadUnaligned(as: UInt32.self),
+                                  (block + 2 * stride).loadUnaligned(as: UInt32.self),
+                                  (block + 3 * stride).loadUnaligned(as: UInt32.self))
+        let halves = unsafeBitCast(words, to: SIMD8<UInt16>.self)
+        let ordered = SIMD8<UInt16>(lowHalf: halves.evenHalf, highHalf: halves.oddHalf)
+        #if arch(x86_64)
+        let both = _mm256_cvtph_ps(unsafeBitCast(ordered, to: SIMD2<Int64>.self))
+        return (both.lowHalf, both.highHalf)
+        #else
+        let f = unsafeBitCast(ordered, to: SIMD8<Float16>.self)
+        return (SIMD4(Float(f[0]), Float(f[1]), Float(f[2]), Float(f[3])),
+                SIMD4(Float(f[4]), Float(f[5]), Float(f[6]), Float(f[7])))
+        #endif
+    }
+
+    /// One row and one input.
     @inline(__always)
     private static func single<F: Int16BlockFormat>(
         _ format: F.Type, _ row: UnsafeRawPointer, blocks: Int, _ p: Prepared, input i: Int
     ) -> Float {
-        let x = p.values + i * 32 * blocks, s = p.scales + i * blocks
-        var total = SIMD8<Float>()
-        var offset: Float = 0
+        let x = p.values + i * 32 * blocks
+        var acc: Float = 0
         for b in 0..<blocks {
             let block = row + b * F.blockBytes
-            let q = F.decodeInt16(block)
+            let t = dot(F.decodeInt16(block), x + 32 * b).wrappedSum()
             let (d, m) = HalfPrecision.loadHalfPair(block)
-            let dw = SIMD8<Float>(repeating: d)
-            total.addProduct(dot(q, x + 32 * b), dw * s[b])
-            if F.hasOffset { offset.addProduct(m, p.sums.unsafelyUnwrapped[i * blocks + b]) }
+            acc.addProduct(Float(t) * p.scales[b * p.n + i], d)
+            if F.hasOffset { acc.addProduct(m, p.minimumFactors.unsafelyUnwrapped[b * p.n + i]) }
         }
-        return SIMDSupport.sum(total) + offset
-    }
-
-    @inline(__always)
-    private static func tile4<F: Int16BlockFormat>(
-        _ format: F.Type, _ row: UnsafeRawPointer, blocks: Int, _ p: Prepared, first i: Int
-    ) -> (Float, Float, Float, Float) {
-        let columns = 32 * blocks
-        let x0 = p.values + i * columns, x1 = x0 + columns, x2 = x1 + columns, x3 = x2 + columns
-        let s0 = p.scales + i * blocks, s1 = s0 + blocks, s2 = s1 + blocks, s3 = s2 + blocks
-        var t0 = SIMD8<Float>(), t1 = SIMD8<Float>(), t2 = SIMD8<Float>(), t3 = SIMD8<Float>()
-        var o0: Float = 0, o1: Float = 0, o2: Float = 0, o3: Float = 0
-        for b in 0..<blocks {
-            let block = row + b * F.blockBytes
-            let q = F.decodeInt16(block)
-            let (d, m) = HalfPrecision.loadHalfPair(block)
-            let dw = SIMD8<Float>(repeating: d)
-            t0.addProduct(dot(q, x0 + 32 * b), dw * s0[b])
-            t1.addProduct(dot(q, x1 + 32 * b), dw * s1[b])
-            t2.addProduct(dot(q, x2 + 32 * b), dw * s2[b])
-            t3.addProduct(dot(q, x3 + 32 * b), dw * s3[b])
-            if F.hasOffset {
-                let sum = p.sums.unsafelyUnwrapped + i * blocks + b
-                o0.addProduct(m, sum[0])
-                o1.addProduct(m, sum[blocks])
-                o2.addProduct(m, sum[2 * blocks])
-                o3.addProduct(m, sum[3 * blocks])
-            }
-        }
-        return (SIMDSupport.sum(t0) + o0, SIMDSupport.sum(t1) + o1, SIMDSupport.sum(t2) + o2, SIMDSupport.sum(t3) + o3)
-    }
-
-    @inline(__always)
-    private static func tile2<F: Int16BlockFormat>(
-        _ format: F.Type, _ row: UnsafeRawPointer, blocks: Int, _ p: Prepared, first i: Int
-    ) -> (Float, Float) {
-        let columns = 32 * blocks
-        let x0 = p.values + i * columns, x1 = x0 + columns
-        let s0 = p.scales + i * blocks, s1 = s0 + blocks
-        var t0 = SIMD8<Float>(), t1 = SIMD8<Float>()
-        var o0: Float = 0, o1: Float = 0
-        for b in 0..<blocks {
-            let block = row + b * F.blockBytes
-            let q = F.decodeInt16(block)
-            let (d, m) = HalfPrecision.loadHalfPair(block)
-            let dw = SIMD8<Float>(repeating: d)
-            t0.addProduct(dot(q, x0 + 32 * b), dw * s0[b])
-            t1.addProduct(dot(q, x1 + 32 * b), dw * s1[b])
-            if F.hasOffset {
-                let sum = p.sums.unsafelyUnwrapped + i * blocks + b
-                o0.addProduct(m, sum[0])
-                o1.addProduct(m, sum[blocks])
-            }
-        }
-        return (SIMDSupport.sum(t0) + o0, SIMDSupport.sum(t1) + o1)
+        return acc
     }
 }
 

@@ -137,7 +137,7 @@ public enum MatMul {
     }
 
     /// Rows per task: a few tasks per thread for load balance, none too small to be worth a dispatch;
-    /// a multiple of 16, so tasks start on the int8 kernels' 16-row tiles.
+    /// a multiple of 16, so tasks start on the VNNI kernels' 16-row tiles.
     static func rowsPerTask(rows: Int, threads: Int) -> Int {
         guard threads > 1 else { return rows }
         let target = (rows + 4 * threads - 1) / (4 * threads)

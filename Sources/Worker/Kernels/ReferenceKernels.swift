@@ -67,11 +67,12 @@ public enum ReferenceKernels {
     }
 
     /// The int16 path's activations for one row of whole 32-value blocks, in column order: per block
-    /// the scale s = max|x| / 32767 and q = round-to-nearest-even(x * (32767 / max|x|)) (0 for an
-    /// all-zero block). A block holding an infinity or NaN gets scale NaN and q = 0.
+    /// the scale s = max|x| / L and q = round-to-nearest-even(x * (L / max|x|)), L = 32639
+    /// (`CK_INT16_LEVELS`; 0 for an all-zero block, and for a block whose L / max|x| overflows, with
+    /// s = 0). A block holding an infinity or NaN gets scale NaN and q = 0.
     public static func quantizeInt16(_ x: ArraySlice<Float>) -> (values: [Int16], scales: [Float]) {
         quantizeBlocks(x) { largest in
-            (largest / 32767, largest > 0 ? 32767 / largest : 0)
+            (largest / 32639, largest > 0 ? 32639 / largest : 0)
         }
     }
 
@@ -125,10 +126,10 @@ public enum ReferenceKernels {
 
     /// The int16 path's products (`MatMulInputs.int16`) for Q8_0, Q4_0 and Q4_1 weights: x
     /// quantized by `quantizeInt16`, per block the exact integer sum(q_w * q_x) times d_w * s, plus
-    /// m_w * sum(x) of the fp32 inputs for Q4_1; products and sums in Double, rounded once.
+    /// for Q4_1 m_w * s * sum(q_x); in Double, rounded once.
     public static func multiplyInt16(_ w: WeightMatrix, x: [Float], n: Int) -> [Float] {
-        multiplyQuantized(w, x: x, n: n, quantize: quantizeInt16) { xBlock, _, _ in
-            xBlock.reduce(0.0) { $0 + Double($1) }
+        multiplyQuantized(w, x: x, n: n, quantize: quantizeInt16) { _, q, scale in
+            scale * Double(q.reduce(0) { $0 + Int($1) })
         }
     }
 

@@ -16,9 +16,9 @@ public struct WeightMatrix: @unchecked Sendable {
     public let base: UnsafeRawPointer
     /// Keeps the memory behind `base` alive.
     public let owner: AnyObject?
-    /// The rows again in the layout of the AVX-512 VNNI int8 kernels (`packedForInt8`), which
-    /// `MatMulInputs.int8` products then read instead of the rows; nil if not packed.
-    public let int8Packed: PackedRows?
+    /// The rows again in the layout of the AVX-512 VNNI integer kernels (`packedForVNNI`), which
+    /// `MatMulInputs.int8` and `.int16` products then read instead of the rows; nil if not packed.
+    public let packed: PackedRows?
 
     /// Rows in a kernel's own layout, in memory `owner` keeps alive.
     public struct PackedRows: @unchecked Sendable {
@@ -28,7 +28,7 @@ public struct WeightMatrix: @unchecked Sendable {
 
     public init(
         type: TensorType, rows: Int, columns: Int, base: UnsafeRawPointer, rowStride: Int? = nil,
-        owner: AnyObject?, int8Packed: PackedRows? = nil
+        owner: AnyObject?, packed: PackedRows? = nil
     ) {
         precondition(rows >= 0 && columns >= 0, "negative matrix shape \(rows) x \(columns)")
         precondition(
@@ -42,7 +42,7 @@ public struct WeightMatrix: @unchecked Sendable {
         self.rowStride = stride
         self.base = base
         self.owner = owner
-        self.int8Packed = int8Packed
+        self.packed = packed
     }
 
     /// Bytes of one row's payload (without padding up to `rowStride`).
@@ -52,7 +52,7 @@ public struct WeightMatrix: @unchecked Sendable {
     @inline(__always)
     public func row(_ r: Int) -> UnsafeRawPointer { base + r * rowStride }
 
-    /// The contiguous output rows `range` (a column-parallel shard). Keeps `int8Packed` only when
+    /// The contiguous output rows `range` (a column-parallel shard). Keeps `packed` only when
     /// `range` is all the rows (pack the slice itself otherwise), as `columnSlice` does.
     public func rowSlice(_ range: Range<Int>) -> WeightMatrix {
         precondition(range.lowerBound >= 0 && range.upperBound <= rows, "rows \(range) outside 0..<\(rows)")
@@ -77,7 +77,7 @@ public struct WeightMatrix: @unchecked Sendable {
     }
 
     /// A copy of the rows `rows`, in that order, in memory of its own (e.g. the LM head's rows of a
-    /// candidate vocabulary); packed for int8 if this matrix is.
+    /// candidate vocabulary); packed if this matrix is.
     public func gatheringRows(_ rows: [Int]) -> WeightMatrix {
         let bytes = rowBytes
         let storage = OwnedBytes(count: max(1, rows.count * bytes))
@@ -87,29 +87,29 @@ public struct WeightMatrix: @unchecked Sendable {
         }
         let copy = WeightMatrix(type: type, rows: rows.count, columns: columns, base: UnsafeRawPointer(storage.pointer),
                                 owner: storage)
-        return int8Packed == nil ? copy : copy.packedForInt8()
+        return packed == nil ? copy : copy.packedForVNNI()
     }
 
-    /// The matrix as `MatMul` reads it fastest with `inputs`: packed for int8 (`packedForInt8`),
-    /// as it is for the other inputs.
-    public func prepared(for inputs: MatMulInputs) -> WeightMatrix { inputs == .int8 ? packedForInt8() : self }
+    /// The matrix as `MatMul` reads it fastest with `inputs`: packed (`packedForVNNI`) for the
+    /// integer inputs, as it is for fp32.
+    public func prepared(for inputs: MatMulInputs) -> WeightMatrix { inputs == .fp32 ? self : packedForVNNI() }
 
-    /// This matrix with `int8Packed` attached (its rows copied into `ck_int8_pack`'s layout), when
-    /// this CPU runs the AVX-512 VNNI int8 kernels and the format has them (Q4_0, Q4_1, Q8_0); the
+    /// This matrix with `packed` attached (its rows copied into `ck_pack`'s layout), when this CPU
+    /// runs the AVX-512 VNNI integer kernels and the format has them (Q4_0, Q4_1, Q8_0); the
     /// matrix unchanged otherwise. The copy costs as much memory as the rows; when the rows are a
     /// file mapping's (`ResidentPagesReleasing`, e.g. a GGUF file), their pages are given back, so
     /// the packed copy replaces them in memory (reading the rows again pages them back in).
-    public func packedForInt8(variant: Int8BlockKernels.Variant = Int8BlockKernels.variant) -> WeightMatrix {
-        guard variant == .avx512VNNI, int8Packed == nil, [.q4_0, .q4_1, .q8_0].contains(type) else { return self }
-        let format = Int8BlockKernels.format(type)
-        let storage = OwnedBytes(count: max(64, ck_int8_packed_bytes(format, Int32(rows), Int32(columns))))
-        ck_int8_pack(format, base.assumingMemoryBound(to: UInt8.self), rowStride, Int32(rows), Int32(columns),
+    public func packedForVNNI(variant: IntegerKernels.Variant = IntegerKernels.variant) -> WeightMatrix {
+        guard variant == .avx512VNNI, packed == nil, IntegerKernels.handles(type) else { return self }
+        let format = IntegerKernels.format(type)
+        let storage = OwnedBytes(count: max(64, ck_packed_bytes(format, Int32(rows), Int32(columns))))
+        ck_pack(format, base.assumingMemoryBound(to: UInt8.self), rowStride, Int32(rows), Int32(columns),
                      storage.pointer.assumingMemoryBound(to: UInt8.self))
         if let file = owner as? ResidentPagesReleasing, rows > 0 {
             file.dropResidentPages(base, count: (rows - 1) * rowStride + rowBytes)
         }
         return WeightMatrix(type: type, rows: rows, columns: columns, base: base, rowStride: rowStride, owner: owner,
-                            int8Packed: PackedRows(base: UnsafeRawPointer(storage.pointer), owner: storage))
+                            packed: PackedRows(base: UnsafeRawPointer(storage.pointer), owner: storage))
     }
 
     /// Writes row `row` as `columns` fp32 values; exact (every format's values are fp32-representable

@@ -93,12 +93,12 @@ public final class LlamaModel: @unchecked Sendable {
         let vocabulary = config.vocabularySize
         vocabularyChunk = (vocabulary + communicator.size - 1) / communicator.size
         let first = min(vocabulary, communicator.rank * vocabularyChunk)
-        // The int8 kernels read their own layout: pack what this rank multiplies. On a group the
-        // LM head is multiplied through this rank's vocabulary slice only; on one rank the slice is
-        // the whole head, which `logits` multiplies as `weights.output`.
+        // The integer kernels on VNNI CPUs read their own layout: pack what this rank multiplies. On
+        // a group the LM head is multiplied through this rank's vocabulary slice only; on one rank
+        // the slice is the whole head, which `logits` multiplies as `weights.output`.
         let slice = shard.output.rowSlice(first..<min(vocabulary, first + vocabularyChunk)).prepared(for: matmulInputs)
-        if matmulInputs == .int8 {
-            shard.packLayersForInt8()
+        if matmulInputs != .fp32 {
+            shard.packLayersForVNNI()
             if communicator.size == 1 { shard.output = slice }
         }
         self.weights = shard

@@ -104,17 +104,17 @@ extension LlamaWeights {
 }
 
 extension LlamaWeights {
-    /// Attaches the int8 kernels' packed rows to every layer matrix (`WeightMatrix.packedForInt8`).
-    public mutating func packLayersForInt8() {
+    /// Attaches the VNNI integer kernels' packed rows to every layer matrix (`WeightMatrix.packedForVNNI`).
+    public mutating func packLayersForVNNI() {
         for l in layers.indices {
             let w = layers[l]
-            layers[l].query = w.query.packedForInt8()
-            layers[l].key = w.key.packedForInt8()
-            layers[l].value = w.value.packedForInt8()
-            layers[l].output = w.output.packedForInt8()
-            layers[l].gate = w.gate.packedForInt8()
-            layers[l].up = w.up.packedForInt8()
-            layers[l].down = w.down.packedForInt8()
+            layers[l].query = w.query.packedForVNNI()
+            layers[l].key = w.key.packedForVNNI()
+            layers[l].value = w.value.packedForVNNI()
+            layers[l].output = w.output.packedForVNNI()
+            layers[l].gate = w.gate.packedForVNNI()
+            layers[l].up = w.up.packedForVNNI()
+            layers[l].down = w.down.packedForVNNI()
         }
     }
 }

@@ -49,8 +49,8 @@ static float ck_half(uint16_t h)
 
 // MARK: - Quantization
 
-/// One block: returns d and writes q and the sum of q.
-static float ck_quantize_block(const float *x, int8_t *q, int32_t *sum)
+/// One block at `bits`: returns d and writes q and the sum of q.
+static float ck_quantize_block(int bits, const float *x, int32_t *q, int32_t *sum)
 {
     float largest = 0.0f;
     int finite = 1;
@@ -59,48 +59,67 @@ static float ck_quantize_block(const float *x, int8_t *q, int32_t *sum)
         const float a = fabsf(x[j]);
         largest = a > largest ? a : largest;
     }
-    float d = finite ? largest / 127.0f : NAN;
-    const float inverse = finite && d != 0.0f ? 1.0f / d : 0.0f;
+    float d, inverse;
+    if (bits == 8) {
+        d = finite ? largest / 127.0f : NAN;
+        inverse = finite && d != 0.0f ? 1.0f / d : 0.0f;
+    } else {
+        d = finite ? largest / (float)CK_INT16_LEVELS : NAN;
+        inverse = finite && largest > 0.0f ? (float)CK_INT16_LEVELS / largest : 0.0f;
+    }
     const int usable = finite && isfinite(inverse);
     if (finite && !usable) d = 0.0f;
     int32_t total = 0;
     for (int j = 0; j < 32; j++) {
-        const int32_t v = usable ? (int32_t)nearbyintf(x[j] * inverse) : 0;
-        q[j] = (int8_t)v;
-        total += v;
+        q[j] = usable ? (int32_t)nearbyintf(x[j] * inverse) : 0;
+        total += q[j];
     }
     *sum = total;
     return d;
 }
 
+/// Stores a block's q at `bits` (16: the high bytes, then the low bytes).
+static void ck_store_block(int bits, const int32_t *q, int8_t *out)
+{
+    for (int j = 0; j < 32; j++) {
+        if (bits == 8) {
+            out[j] = (int8_t)q[j];
+        } else {
+            out[j] = (int8_t)((q[j] + 128) >> 8);
+            out[32 + j] = (int8_t)q[j];
+        }
+    }
+}
+
 static size_t ck_round64(size_t bytes) { return (bytes + 63) / 64 * 64; }
 
-/// Where `ck_int8_prepare` puts its tables in its memory: block-major scales, starts and scaled
-/// sums (`table` bytes each), then the row-major values.
+/// Where `ck_prepare` puts its tables in its memory: block-major scales, starts and scaled sums
+/// (`table` bytes each), then the row-major values.
 typedef struct {
     size_t stride, table, values, total;
-} ck_int8_layout;
+} ck_layout;
 
-static ck_int8_layout ck_layout(int n, int columns)
+static ck_layout ck_layout_of(int bits, int n, int columns)
 {
     const size_t stride = ((size_t)n + 7) / 8 * 8;
     const size_t table = ck_round64(4 * ((size_t)columns / 32) * stride), values = 3 * table;
-    return (ck_int8_layout){
-        .stride = stride, .table = table, .values = values, .total = values + ck_round64((size_t)n * columns),
+    return (ck_layout){
+        .stride = stride, .table = table, .values = values,
+        .total = values + ck_round64((size_t)n * columns * (bits / 8)),
     };
 }
 
-size_t ck_int8_prepare_bytes(int n, int columns) { return ck_layout(n, columns).total; }
+size_t ck_prepare_bytes(int bits, int n, int columns) { return ck_layout_of(bits, n, columns).total; }
 
 #if defined(__x86_64__)
-static float ck_vnni_quantize_block(const float *x, int8_t *q, int32_t *sum);
+static float ck_vnni_quantize_block(int bits, const float *x, int8_t *out, int32_t *sum);
 #endif
 
-void ck_int8_prepare(int isa, int format, const float *x, size_t x_stride, int n, int columns, void *memory,
-                     ck_int8_inputs *out)
+void ck_prepare(int isa, int bits, int format, const float *x, size_t x_stride, int n, int columns, void *memory,
+                ck_inputs *out)
 {
-    const int blocks = columns / 32;
-    const ck_int8_layout layout = ck_layout(n, columns);
+    const int blocks = columns / 32, block_bytes = 4 * bits;
+    const ck_layout layout = ck_layout_of(bits, n, columns);
     const size_t stride = layout.stride;
     uint8_t *base = memory;
     float *scales = (float *)base;
@@ -113,18 +132,24 @@ void ck_int8_prepare(int isa, int format, const float *x, size_t x_stride, int n
         for (int b = 0; b < blocks; b++) {
             int32_t sum;
             const float *block = x + (size_t)i * x_stride + 32 * b;
-            int8_t *q = values + (size_t)i * columns + 32 * b;
+            int8_t *q = values + ((size_t)i * blocks + b) * block_bytes;
+            float d;
 #if defined(__x86_64__)
-            const float d = isa == CK_ISA_AVX512_VNNI ? ck_vnni_quantize_block(block, q, &sum) : ck_quantize_block(block, q, &sum);
-#else
-            const float d = ck_quantize_block(block, q, &sum);
+            if (isa == CK_ISA_AVX512_VNNI) {
+                d = ck_vnni_quantize_block(bits, block, q, &sum);
+            } else
 #endif
+            {
+                int32_t integers[32];
+                d = ck_quantize_block(bits, block, integers, &sum);
+                ck_store_block(bits, integers, q);
+            }
             scales[b * stride + i] = d;
             starts[b * stride + i] = offset * sum;
             scaled[b * stride + i] = d * (float)sum;
         }
-    *out = (ck_int8_inputs){
-        .n = n, .columns = columns, .stride = stride, .values = values,
+    *out = (ck_inputs){
+        .n = n, .columns = columns, .bits = bits, .stride = stride, .values = values,
         .scales = scales, .starts = starts, .scaled_sums = scaled,
     };
 }
@@ -132,15 +157,15 @@ void ck_int8_prepare(int isa, int format, const float *x, size_t x_stride, int n
 // MARK: - Portable variant (the definition)
 
 static void ck_multiply_scalar(int format, const uint8_t *weights, size_t row_bytes, int row_begin, int row_end,
-                               const ck_int8_inputs *in, float *y, size_t y_stride)
+                               const ck_inputs *in, float *y, size_t y_stride)
 {
-    const int blocks = in->columns / 32, block_bytes = ck_block_bytes(format);
+    const int blocks = in->columns / 32, block_bytes = ck_block_bytes(format), wide = in->bits == 16;
     for (int r = row_begin; r < row_end; r++)
         for (int i = 0; i < in->n; i++) {
             float acc = 0.0f;
             for (int b = 0; b < blocks; b++) {
                 const uint8_t *block = weights + (size_t)r * row_bytes + (size_t)b * block_bytes;
-                const int8_t *x = in->values + (size_t)i * in->columns + 32 * b;
+                const int8_t *x = in->values + ((size_t)i * blocks + b) * 4 * in->bits;
                 const size_t k = (size_t)b * in->stride + i;
                 int32_t t = in->starts[k];
                 for (int c = 0; c < 32; c++) {
@@ -151,7 +176,8 @@ static void ck_multiply_scalar(int format, const uint8_t *weights, size_t row_by
                         const uint8_t byte = block[(format == CK_FORMAT_Q4_1 ? 4 : 2) + c % 16];
                         u = c < 16 ? (byte & 0x0f) : (byte >> 4);
                     }
-                    t += u * (int32_t)x[c];
+                    const int32_t q = wide ? 256 * (int32_t)x[c] + (int32_t)x[32 + c] : (int32_t)x[c];
+                    t += u * q;
                 }
                 const float f = (float)t * in->scales[k];
                 acc = fmaf(f, ck_half(ck_load_u16(block)), acc);
@@ -169,16 +195,16 @@ static inline int ck_tile_block_bytes(int format) { return 16 * ck_block_bytes(f
 /// then (Q4_1) 16 halves m.
 static inline int ck_tile_scales_offset(int format) { return format == CK_FORMAT_Q8_0 ? 512 : 256; }
 
-size_t ck_int8_packed_bytes(int format, int rows, int columns)
+size_t ck_packed_bytes(int format, int rows, int columns)
 {
     return (size_t)(rows + 15) / 16 * (size_t)(columns / 32) * ck_tile_block_bytes(format);
 }
 
-void ck_int8_pack(int format, const uint8_t *weights, size_t row_bytes, int rows, int columns, uint8_t *packed)
+void ck_pack(int format, const uint8_t *weights, size_t row_bytes, int rows, int columns, uint8_t *packed)
 {
     const int blocks = columns / 32, block_bytes = ck_block_bytes(format), tile_block = ck_tile_block_bytes(format);
     const int scales_at = ck_tile_scales_offset(format), tiles = (rows + 15) / 16;
-    memset(packed, 0, ck_int8_packed_bytes(format, rows, columns));
+    memset(packed, 0, ck_packed_bytes(format, rows, columns));
     for (int tile = 0; tile < tiles; tile++)
         for (int b = 0; b < blocks; b++) {
             uint8_t *p = packed + ((size_t)tile * blocks + b) * tile_block;
@@ -205,10 +231,10 @@ void ck_int8_pack(int format, const uint8_t *weights, size_t row_bytes, int rows
 
 #define CK_INLINE static inline __attribute__((always_inline))
 
-/// `ck_quantize_block` in vectors, with the same results: the largest magnitude is exact in any
-/// order, each product x * (1 / d) is the same fp32 operation, and `vcvtps2dq` rounds half to even
-/// as `nearbyintf` does in the default rounding mode.
-static float ck_vnni_quantize_block(const float *x, int8_t *q, int32_t *sum)
+/// `ck_quantize_block` and `ck_store_block` in vectors, with the same results: the largest
+/// magnitude is exact in any order, each product x * inverse is the same fp32 operation, and
+/// `vcvtps2dq` rounds half to even as `nearbyintf` does in the default rounding mode.
+static float ck_vnni_quantize_block(int bits, const float *x, int8_t *out, int32_t *sum)
 {
     const __m512 a = _mm512_loadu_ps(x), b = _mm512_loadu_ps(x + 16);
     // x - x is 0 exactly when x is finite.
@@ -216,8 +242,14 @@ static float ck_vnni_quantize_block(const float *x, int8_t *q, int32_t *sum)
     const __mmask16 fb = _mm512_cmp_ps_mask(_mm512_sub_ps(b, b), _mm512_setzero_ps(), _CMP_EQ_OQ);
     const int finite = fa == 0xffff && fb == 0xffff;
     const float largest = finite ? _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(b))) : 0.0f;
-    float d = finite ? largest / 127.0f : NAN;
-    const float inverse = finite && d != 0.0f ? 1.0f / d : 0.0f;
+    float d, inverse;
+    if (bits == 8) {
+        d = finite ? largest / 127.0f : NAN;
+        inverse = finite && d != 0.0f ? 1.0f / d : 0.0f;
+    } else {
+        d = finite ? largest / (float)CK_INT16_LEVELS : NAN;
+        inverse = finite && largest > 0.0f ? (float)CK_INT16_LEVELS / largest : 0.0f;
+    }
     const int usable = finite && isfinite(inverse);
     if (finite && !usable) d = 0.0f;
     __m512i qa = _mm512_setzero_si512(), qb = _mm512_setzero_si512();
@@ -225,8 +257,16 @@ static float ck_vnni_quantize_block(const float *x, int8_t *q, int32_t *sum)
         qa = _mm512_cvtps_epi32(_mm512_mul_ps(a, _mm512_set1_ps(inverse)));
         qb = _mm512_cvtps_epi32(_mm512_mul_ps(b, _mm512_set1_ps(inverse)));
     }
-    _mm_storeu_si128((__m128i *)q, _mm512_cvtepi32_epi8(qa));
-    _mm_storeu_si128((__m128i *)(q + 16), _mm512_cvtepi32_epi8(qb));
+    if (bits == 8) {
+        _mm_storeu_si128((__m128i *)out, _mm512_cvtepi32_epi8(qa));
+        _mm_storeu_si128((__m128i *)(out + 16), _mm512_cvtepi32_epi8(qb));
+    } else {
+        const __m512i half = _mm512_set1_epi32(128);
+        _mm_storeu_si128((__m128i *)out, _mm512_cvtepi32_epi8(_mm512_srai_epi32(_mm512_add_epi32(qa, half), 8)));
+        _mm_storeu_si128((__m128i *)(out + 16), _mm512_cvtepi32_epi8(_mm512_srai_epi32(_mm512_add_epi32(qb, half), 8)));
+        _mm_storeu_si128((__m128i *)(out + 32), _mm512_cvtepi32_epi8(qa));
+        _mm_storeu_si128((__m128i *)(out + 48), _mm512_cvtepi32_epi8(qb));
+    }
     *sum = _mm512_reduce_add_epi32(_mm512_add_epi32(qa, qb));
     return d;
 }
@@ -242,13 +282,15 @@ CK_INLINE __m512i ck_vnni_broadcast4(const int8_t *p)
 }
 
 /// One packed tile (16 weight rows: the lanes) times the G inputs i0 ..< i0 + G (G <= 8, a constant
-/// after inlining, so the accumulators stay in registers). Each tile block is decoded once into 8
-/// vectors of 4-column chunks; each input's chunk is broadcast against them (`vpdpbusd`), so every
-/// lane gets its row's exact block sum without a reduction.
-CK_INLINE void ck_vnni_tile(const int G, const int format, const uint8_t *tile, int blocks, const ck_int8_inputs *in,
-                            int i0, float *y, size_t y_stride, __mmask16 store)
+/// after inlining, so the accumulators stay in registers) of `bits` (WIDE: 16). Each tile block is
+/// decoded once into 8 vectors of 4-column chunks; each input's chunk is broadcast against them
+/// (`vpdpbusd`; 16-bit inputs: the high bytes' sum shifted by 8 plus the low bytes'), so every lane
+/// gets its row's exact block sum without a reduction.
+CK_INLINE void ck_vnni_tile(const int G, const int format, const int wide, const uint8_t *tile, int blocks,
+                            const ck_inputs *in, int i0, float *y, size_t y_stride, __mmask16 store)
 {
     const int tile_block = ck_tile_block_bytes(format), scales_at = ck_tile_scales_offset(format);
+    const size_t block_bytes = wide ? 64 : 32, row_bytes = (size_t)blocks * block_bytes;
     __m512 acc[8];
     for (int i = 0; i < G; i++) acc[i] = _mm512_setzero_ps();
     for (int b = 0; b < blocks; b++) {
@@ -271,10 +313,20 @@ CK_INLINE void ck_vnni_tile(const int G, const int format, const uint8_t *tile, 
                                                    : _mm512_setzero_ps();
         for (int i = 0; i < G; i++) {
             const size_t k = (size_t)b * in->stride + i0 + i;
-            const int8_t *x = in->values + (size_t)(i0 + i) * in->columns + 32 * b;
-            // Exact integers: the order of the 8 chunk products does not matter.
+            const int8_t *x = in->values + (size_t)(i0 + i) * row_bytes + (size_t)b * block_bytes;
+            // Exact integers: the order of the chunk products does not matter.
             __m512i t = _mm512_set1_epi32(in->starts[k]);
-            for (int c = 0; c < 8; c++) t = _mm512_dpbusd_epi32(t, w[c], ck_vnni_broadcast4(x + 4 * c));
+            if (wide) {
+                // Two independent chains: the high bytes' and the low bytes'.
+                __m512i h = _mm512_setzero_si512();
+                for (int c = 0; c < 8; c++) {
+                    h = _mm512_dpbusd_epi32(h, w[c], ck_vnni_broadcast4(x + 4 * c));
+                    t = _mm512_dpbusd_epi32(t, w[c], ck_vnni_broadcast4(x + 32 + 4 * c));
+                }
+                t = _mm512_add_epi32(t, _mm512_slli_epi32(h, 8));
+            } else {
+                for (int c = 0; c < 8; c++) t = _mm512_dpbusd_epi32(t, w[c], ck_vnni_broadcast4(x + 4 * c));
+            }
             const __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(t), _mm512_set1_ps(in->scales[k]));
             acc[i] = _mm512_fmadd_ps(f, dw, acc[i]);
             if (format == CK_FORMAT_Q4_1) acc[i] = _mm512_fmadd_ps(mw, _mm512_set1_ps(in->scaled_sums[k]), acc[i]);
@@ -283,8 +335,8 @@ CK_INLINE void ck_vnni_tile(const int G, const int format, const uint8_t *tile, 
     for (int i = 0; i < G; i++) _mm512_mask_storeu_ps(y + (size_t)(i0 + i) * y_stride, store, acc[i]);
 }
 
-CK_INLINE void ck_vnni_rows(const int format, const uint8_t *packed, int row_begin, int row_end,
-                            const ck_int8_inputs *in, float *y, size_t y_stride)
+CK_INLINE void ck_vnni_rows(const int format, const int wide, const uint8_t *packed, int row_begin, int row_end,
+                            const ck_inputs *in, float *y, size_t y_stride)
 {
     const int blocks = in->columns / 32;
     const size_t tile_bytes = (size_t)blocks * ck_tile_block_bytes(format);
@@ -292,27 +344,37 @@ CK_INLINE void ck_vnni_rows(const int format, const uint8_t *packed, int row_beg
         const uint8_t *tile = packed + (size_t)(r / 16) * tile_bytes;
         const __mmask16 store = row_end - r >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (row_end - r)) - 1);
         int i = 0;
-        for (; i + 8 <= in->n; i += 8) ck_vnni_tile(8, format, tile, blocks, in, i, y + r, y_stride, store);
+        for (; i + 8 <= in->n; i += 8) ck_vnni_tile(8, format, wide, tile, blocks, in, i, y + r, y_stride, store);
         switch (in->n - i) {
-        case 1: ck_vnni_tile(1, format, tile, blocks, in, i, y + r, y_stride, store); break;
-        case 2: ck_vnni_tile(2, format, tile, blocks, in, i, y + r, y_stride, store); break;
-        case 3: ck_vnni_tile(3, format, tile, blocks, in, i, y + r, y_stride, store); break;
-        case 4: ck_vnni_tile(4, format, tile, blocks, in, i, y + r, y_stride, store); break;
-        case 5: ck_vnni_tile(5, format, tile, blocks, in, i, y + r, y_stride, store); break;
-        case 6: ck_vnni_tile(6, format, tile, blocks, in, i, y + r, y_stride, store); break;
-        case 7: ck_vnni_tile(7, format, tile, blocks, in, i, y + r, y_stride, store); break;
+        case 1: ck_vnni_tile(1, format, wide, tile, blocks, in, i, y + r, y_stride, store); break;
+        case 2: ck_vnni_tile(2, format, wide, tile, blocks, in, i, y + r, y_stride, store); break;
+        case 3: ck_vnni_tile(3, format, wide, tile, blocks, in, i, y + r, y_stride, store); break;
+        case 4: ck_vnni_tile(4, format, wide, tile, blocks, in, i, y + r, y_stride, store); break;
+        case 5: ck_vnni_tile(5, format, wide, tile, blocks, in, i, y + r, y_stride, store); break;
+        case 6: ck_vnni_tile(6, format, wide, tile, blocks, in, i, y + r, y_stride, store); break;
+        case 7: ck_vnni_tile(7, format, wide, tile, blocks, in, i, y + r, y_stride, store); break;
         default: break;
         }
     }
 }
 
-static void ck_multiply_vnni(int format, const uint8_t *packed, int row_begin, int row_end, const ck_int8_inputs *in,
+static void ck_multiply_vnni(int format, const uint8_t *packed, int row_begin, int row_end, const ck_inputs *in,
                              float *y, size_t y_stride)
 {
+    const int wide = in->bits == 16;
     switch (format) {
-    case CK_FORMAT_Q4_0: ck_vnni_rows(CK_FORMAT_Q4_0, packed, row_begin, row_end, in, y, y_stride); break;
-    case CK_FORMAT_Q4_1: ck_vnni_rows(CK_FORMAT_Q4_1, packed, row_begin, row_end, in, y, y_stride); break;
-    default: ck_vnni_rows(CK_FORMAT_Q8_0, packed, row_begin, row_end, in, y, y_stride); break;
+    case CK_FORMAT_Q4_0:
+        if (wide) ck_vnni_rows(CK_FORMAT_Q4_0, 1, packed, row_begin, row_end, in, y, y_stride);
+        else ck_vnni_rows(CK_FORMAT_Q4_0, 0, packed, row_begin, row_end, in, y, y_stride);
+        break;
+    case CK_FORMAT_Q4_1:
+        if (wide) ck_vnni_rows(CK_FORMAT_Q4_1, 1, packed, row_begin, row_end, in, y, y_stride);
+        else ck_vnni_rows(CK_FORMAT_Q4_1, 0, packed, row_begin, row_end, in, y, y_stride);
+        break;
+    default:
+        if (wide) ck_vnni_rows(CK_FORMAT_Q8_0, 1, packed, row_begin, row_end, in, y, y_stride);
+        else ck_vnni_rows(CK_FORMAT_Q8_0, 0, packed, row_begin, row_end, in, y, y_stride);
+        break;
     }
 }
 
@@ -341,14 +403,14 @@ int ck_best_isa(void) { return ck_detect(); }
 
 int ck_isa_supported(int isa) { return isa == CK_ISA_SCALAR || (isa == CK_ISA_AVX512_VNNI && ck_detect() == isa); }
 
-void ck_int8_multiply(int format, const uint8_t *weights, size_t row_bytes, int row_begin, int row_end,
-                      const ck_int8_inputs *inputs, float *y, size_t y_stride)
+void ck_multiply(int format, const uint8_t *weights, size_t row_bytes, int row_begin, int row_end,
+                 const ck_inputs *inputs, float *y, size_t y_stride)
 {
     ck_multiply_scalar(format, weights, row_bytes, row_begin, row_end, inputs, y, y_stride);
 }
 
-void ck_int8_multiply_packed(int format, const uint8_t *packed, int row_begin, int row_end,
-                             const ck_int8_inputs *inputs, float *y, size_t y_stride)
+void ck_multiply_packed(int format, const uint8_t *packed, int row_begin, int row_end, const ck_inputs *inputs,
+                        float *y, size_t y_stride)
 {
 #if defined(__x86_64__)
     ck_multiply_vnni(format, packed, row_begin, row_end, inputs, y, y_stride);

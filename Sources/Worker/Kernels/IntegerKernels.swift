@@ -1,0 +1,95 @@
+import CKernels
+import Foundation
+
+/// What the integer-input kernels (`Int8BlockKernels`, `Int16BlockKernels`) share: the C kernels'
+/// instruction-set variant and their weight formats.
+public enum IntegerKernels {
+    /// An instruction-set variant of the C kernels.
+    public enum Variant: Int32, Sendable, CaseIterable, CustomStringConvertible {
+        /// Portable code on the files' rows: scalar C for int8, the AVX2 Swift kernels for int16.
+        case portable = 0
+        /// AVX-512 VNNI (`vpdpbusd`) on weights packed at load time (`WeightMatrix.packedForVNNI`).
+        case avx512VNNI = 2
+
+        public var description: String {
+            switch self {
+            case .portable: "portable"
+            case .avx512VNNI: "AVX-512 VNNI"
+            }
+        }
+
+        /// Whether this CPU runs the variant.
+        public var isSupported: Bool { ck_isa_supported(rawValue) != 0 }
+    }
+
+    /// The variant the forward pass uses: the fastest this CPU runs, or the one named by the
+    /// environment variable `MEDUSA_INT_KERNELS` (portable, avx512vnni) when this CPU runs it.
+    public static let variant: Variant = {
+        let best = Variant(rawValue: ck_best_isa()) ?? .portable
+        let names: [String: Variant] = ["portable": .portable, "avx512vnni": .avx512VNNI]
+        if let name = ProcessInfo.processInfo.environment["MEDUSA_INT_KERNELS"], let asked = names[name.lowercased()],
+           asked.isSupported {
+            return asked
+        }
+        return best
+    }()
+
+    /// The C kernels' name of a block format.
+    static func format(_ type: TensorType) -> Int32 {
+        switch type {
+        case .q4_0: Int32(CK_FORMAT_Q4_0)
+        case .q4_1: Int32(CK_FORMAT_Q4_1)
+        case .q8_0: Int32(CK_FORMAT_Q8_0)
+        default: preconditionFailure("no integer block kernel for \(type)")
+        }
+    }
+
+    /// Whether `type` has integer kernels (Q4_0, Q4_1, Q8_0).
+    static func handles(_ type: TensorType) -> Bool { [.q4_0, .q4_1, .q8_0].contains(type) }
+
+    /// Whether every product's matrix carries packed rows (`WeightMatrix.packed`) and this variant reads them.
+    static func readsPacked(_ products: MatMul.Products, variant: Variant) -> Bool {
+        variant == .avx512VNNI && (0..<products.count).allSatisfy { products[$0].weights.packed != nil }
+    }
+
+    /// Quantizes `n` rows of `columns` inputs to `bits` (8 or 16) for products with `type` weights
+    /// into `memory` (at least `ck_prepare_bytes` long, 64-byte aligned).
+    static func prepare(
+        bits: Int, _ type: TensorType, x: UnsafePointer<Float>, xStride: Int, n: Int, columns: Int,
+        memory: UnsafeMutableRawPointer, variant: Variant
+    ) -> ck_inputs {
+        var inputs = ck_inputs()
+        ck_prepare(variant.rawValue, Int32(bits), format(type), x, xStride, Int32(n), Int32(columns), memory, &inputs)
+        return inputs
+    }
+
+    /// The products of `bits`-bit inputs through the C kernels: packed rows with the AVX-512 VNNI
+    /// variant (`readsPacked`), the portable C kernel on the rows otherwise.
+    static func multiply(
+        bits: Int, _ products: MatMul.Products, x: UnsafePointer<Float>, xStride: Int, n: Int, pool: ThreadPool,
+        variant: Variant
+    ) {
+        let first = products.first.weights
+        let shared = pool.scratch(thread: pool.threadCount,
+                                  bytes: ck_prepare_bytes(Int32(bits), Int32(n), Int32(first.columns)))
+        var inputs = prepare(bits: bits, first.type, x: x, xStride: xStride, n: n, columns: first.columns,
+                             memory: shared, variant: variant)
+        let format = Self.format(first.type)
+        let packed = variant == .avx512VNNI
+        withUnsafePointer(to: &inputs) { p in
+            MatMul.forEachChunk(products, pool: pool) { product, rows in
+                let w = product.weights
+                if packed, let rowsPacked = w.packed {
+                    precondition(rows.lowerBound % 16 == 0, "packed rows start on a 16-row tile")
+                    ck_multiply_packed(
+                        format, rowsPacked.base.assumingMemoryBound(to: UInt8.self), Int32(rows.lowerBound),
+                        Int32(rows.upperBound), p, product.y, product.yStride)
+                } else {
+                    ck_multiply(
+                        format, w.base.assumingMemoryBound(to: UInt8.self), w.rowStride, Int32(rows.lowerBound),
+                        Int32(rows.upperBound), p, product.y, product.yStride)
+                }
+            }
+        }
+    }
+}
