@@ -80,7 +80,7 @@ enum Int16BlockKernels {
 
         MatMul.forEachChunk(products, pool: pool) { product, rows in
             let w = product.weights, y = product.y, yStride = product.yStride
-            // Tiles of 4 inputs on one row; the last 1-3 inputs one at a time on 4 rows together.
+            // Tiles of 4 inputs on one row; the last 1-3 inputs two or one at a time on 4 rows together.
             var i = 0
             while i + 4 <= n {
                 for r in rows {
@@ -93,28 +93,38 @@ enum Int16BlockKernels {
                 i += 4
             }
             while i < n {
+                let pair = i + 1 < n
                 var r = rows.lowerBound
                 while r + 4 <= rows.upperBound {
-                    // Fetch the rows after these while they are multiplied. Under tensor
-                    // parallelism the row-parallel O and down are column slices (strided parts of
-                    // rows), which the hardware prefetcher follows poorly (measured: np = 2 decoding
-                    // 1.06-1.17x -> 1.35-1.44x np = 1). Past the matrix's end a prefetch is harmless.
-                    if n == 1 {
+                    // Fetch the rows after the next four while these are multiplied: four rows read
+                    // side by side are streams the hardware prefetcher follows poorly, and so are the
+                    // row-parallel O and down under tensor parallelism (column slices: strided parts
+                    // of rows). Past the matrix's end a prefetch is harmless.
+                    if n <= 2 {
                         let lines = (w.rowBytes + 63) / 64
-                        for ahead in (r + 4)..<(r + 8) {
+                        for ahead in (r + 8)..<(r + 12) {
                             let row = w.row(ahead)
                             for line in 0..<lines { ck_prefetch(row + 64 * line) }
                         }
                     }
-                    let out = rows4(F.self, w, first: r, blocks: blocks, p, input: i)
-                    for k in 0..<4 { y[i * yStride + r + k] = out[k] }
+                    if pair {
+                        let out = rows4(F.self, 2, w, first: r, blocks: blocks, p, input: i)
+                        for k in 0..<4 {
+                            y[i * yStride + r + k] = out.0[k]
+                            y[(i + 1) * yStride + r + k] = out.1[k]
+                        }
+                    } else {
+                        let out = rows4(F.self, 1, w, first: r, blocks: blocks, p, input: i)
+                        for k in 0..<4 { y[i * yStride + r + k] = out.0[k] }
+                    }
                     r += 4
                 }
                 while r < rows.upperBound {
                     y[i * yStride + r] = single(F.self, w.row(r), blocks: blocks, p, input: i)
+                    if pair { y[(i + 1) * yStride + r] = single(F.self, w.row(r), blocks: blocks, p, input: i + 1) }
                     r += 1
                 }
-                i += 1
+                i += pair ? 2 : 1
             }
         }
     }
@@ -251,26 +261,33 @@ enum Int16BlockKernels {
         return acc
     }
 
-    /// The rows r ..< r + 4 of `w` (lane k: row r + k) and input i.
+    /// The rows r ..< r + 4 of `w` (lane k: row r + k) and the inputs i ..< i + G (G = 1 or 2, a
+    /// constant after inlining; the second result is zero for G = 1).
     @inline(__always)
     private static func rows4<F: Int16BlockFormat>(
-        _ format: F.Type, _ w: WeightMatrix, first r: Int, blocks: Int, _ p: Prepared, input i: Int
-    ) -> SIMD4<Float> {
-        let x = p.values + i * 32 * blocks
+        _ format: F.Type, _ G: Int, _ w: WeightMatrix, first r: Int, blocks: Int, _ p: Prepared, input i: Int
+    ) -> (SIMD4<Float>, SIMD4<Float>) {
+        let x0 = p.values + i * 32 * blocks, x1 = x0 + 32 * blocks
         let row0 = w.row(r), stride = w.rowStride
-        var acc = SIMD4<Float>()
+        var acc0 = SIMD4<Float>(), acc1 = SIMD4<Float>()
         for b in 0..<blocks {
             let block = row0 + b * F.blockBytes
-            let xb = x + 32 * b
-            let t = sums(dot(F.decodeInt16(block), xb), dot(F.decodeInt16(block + stride), xb),
-                         dot(F.decodeInt16(block + 2 * stride), xb), dot(F.decodeInt16(block + 3 * stride), xb))
+            let q0 = F.decodeInt16(block), q1 = F.decodeInt16(block + stride)
+            let q2 = F.decodeInt16(block + 2 * stride), q3 = F.decodeInt16(block + 3 * stride)
             let (d, m) = halfPairs(block, stride: stride)
-            acc.addProduct(float(t) * SIMD4(repeating: p.scales[b * p.n + i]), d)
-            if F.hasOffset {
-                acc.addProduct(m, SIMD4(repeating: p.minimumFactors.unsafelyUnwrapped[b * p.n + i]))
+            let k = b * p.n + i
+            let xb = x0 + 32 * b
+            let t0 = sums(dot(q0, xb), dot(q1, xb), dot(q2, xb), dot(q3, xb))
+            acc0.addProduct(float(t0) * SIMD4(repeating: p.scales[k]), d)
+            if F.hasOffset { acc0.addProduct(m, SIMD4(repeating: p.minimumFactors.unsafelyUnwrapped[k])) }
+            if G == 2 {
+                let xc = x1 + 32 * b
+                let t1 = sums(dot(q0, xc), dot(q1, xc), dot(q2, xc), dot(q3, xc))
+                acc1.addProduct(float(t1) * SIMD4(repeating: p.scales[k + 1]), d)
+                if F.hasOffset { acc1.addProduct(m, SIMD4(repeating: p.minimumFactors.unsafelyUnwrapped[k + 1])) }
             }
         }
-        return acc
+        return (acc0, acc1)
     }
 
     /// The leading fp16 pairs (d, m) of four blocks `stride` bytes apart, as (d0...d3, m0...m3).
