@@ -63,6 +63,9 @@ struct TrainHeadsCommand: ParsableCommand {
     @Option(help: "The vocabulary of the training softmax: `seen` (the tokens of the training answers; training is several times faster, and the heads file lists them as the heads' candidate tokens, so decoding scores only those LM-head rows; shared LM head only) or `full` (default: seen with a shared LM head, full with own LM heads). Held-out accuracy is over the full vocabulary either way.")
     var trainVocabulary: TrainVocabulary?
 
+    @Option(help: "Keep as the heads' candidate tokens only the N most frequent tokens of the training answers (with the seen vocabulary): each head then scores N LM-head rows per step instead of every seen token's, and rare tokens, which heads seldom guess right, are never proposed. Default: every seen token. --resume of a finished run writes the file again with the new list.")
+    var candidates: Int?
+
     @Option(help: "Storage of the heads file's matrices: f32, f16 (half the size) or bf16. Training is fp32 either way; --resume of a finished run writes the file again in another storage.")
     var dtype: HeadsStorage = .f32
 
@@ -124,6 +127,10 @@ struct TrainHeadsCommand: ParsableCommand {
         }
         guard extraTemperature > 0, extraTemperature.isFinite else {
             throw ValidationError("--extra-temperature must be positive, got \(extraTemperature)")
+        }
+        if let candidates {
+            guard candidates >= 1 else { throw ValidationError("--candidates must be at least 1, got \(candidates)") }
+            guard vocabulary == .seen else { throw ValidationError("--candidates needs the seen training vocabulary (and the shared LM head)") }
         }
         if trainVocabulary == .seen && lmHead == .ownLmHead {
             throw ValidationError("--train-vocabulary seen needs the shared LM head: own LM heads learn every token's row")
@@ -253,6 +260,10 @@ struct TrainHeadsCommand: ParsableCommand {
             trainingTargets = targets.map { $0.map { $0 < 0 ? -1 : renumbered[Int($0)] } }
             candidateTokens = kept.map { Int32($0) }
             progress("[train] softmax over the \(kept.count) tokens of the training answers (of \(fullVocabulary))\n")
+            if let candidates, candidates < kept.count {
+                candidateTokens = Self.mostFrequent(candidates, of: trainRows.map { tokens[$0] }, vocabulary: fullVocabulary)
+                progress("[train] candidate tokens: the \(candidates) most frequent of the training answers\n")
+            }
         }
         let trainingVocabulary = trainingLMHead.count / h
         let stepsPerEpoch = (trainRows.count + batch - 1) / batch
@@ -346,6 +357,7 @@ struct TrainHeadsCommand: ParsableCommand {
             "batch": batch, "steps": trainer.step, "seed": seed, "answers_per_prompt": answersPerPrompt,
             "extra_temperature": Double("\(extraTemperature)") ?? 0,
             "train_vocabulary": vocabulary.rawValue, "train_vocabulary_tokens": trainingVocabulary, "dtype": dtype.rawValue,
+            "candidate_tokens": candidateTokens?.count ?? fullVocabulary,
             "command": (["medusa-worker"] + CommandLine.arguments.dropFirst()).joined(separator: " "),
             "held_out_top1_accuracy": top1Accuracy, "held_out_top5_accuracy": top5Accuracy,
         ]
@@ -353,6 +365,15 @@ struct TrainHeadsCommand: ParsableCommand {
             .write(to: URL(fileURLWithPath: out + "/config.json"), options: .atomic)
         emit("heads written to \(out)/\(MedusaHeadWeights.weightsFileNames[0]); held-out top-1 accuracy per head: "
             + top1Accuracy.map { String(format: "%.3f", $0) }.joined(separator: " ") + "\n")
+    }
+
+    /// The `count` tokens that occur most often in `tokens` (ties: the lower id first), ascending.
+    static func mostFrequent(_ count: Int, of tokens: [Int32], vocabulary: Int) -> [Int32] {
+        var occurrences = [Int](repeating: 0, count: vocabulary)
+        for t in tokens { occurrences[Int(t)] += 1 }
+        let ranked = occurrences.indices.filter { occurrences[$0] > 0 }
+            .sorted { occurrences[$0] != occurrences[$1] ? occurrences[$0] > occurrences[$1] : $0 < $1 }
+        return ranked.prefix(count).sorted().map { Int32($0) }
     }
 
     /// The LM head as fp32 [vocabulary, hidden].

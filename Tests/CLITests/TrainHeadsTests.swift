@@ -64,7 +64,6 @@ import Worker
         #expect(variants.prefix(5).allSatisfy { $0.1 == 0 }, "the cached first answers are kept, not made again")
         let moreConfig = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: more + "/config.json"))) as? [String: Any]
         #expect(moreConfig?["answers"] as? Int == 15)
-
         let generate = ["generate", "--model", model, "--prompt", "Hello there", "--max-tokens", "20", "--ignore-eos",
                         "--threads", "1", "--json"]
         let plain = try BinaryRunner.run(generate)
@@ -96,6 +95,34 @@ import Worker
         #expect(try withTree.json()["token_ids"] as? [Int] == plain.json()["token_ids"] as? [Int])
     }
 
+    @Test("--candidates keeps the answers' most frequent tokens as the heads' candidates; decoding with them equals plain decoding")
+    func fewerCandidates() throws {
+        let model = try CLITests.tinyModel()
+        let dir = try makeTemporaryDirectory()
+        let prompts = dir + "/prompts.jsonl"
+        try Data(["Hello there", "Tell me a story", "Count to ten"].map { "{\"prompt\": \"\($0)\"}" }
+            .joined(separator: "\n").utf8).write(to: URL(fileURLWithPath: prompts))
+        let out = dir + "/heads"
+        // Answers sampled at a high temperature hold many distinct tokens.
+        let train = ["train-heads", "--model", model, "--out", out, "--prompts", prompts, "--max-tokens", "16",
+                     "--heads", "2", "--batch", "16", "--threads", "1", "--temperature", "20"]
+        let all = try BinaryRunner.run(train)
+        #expect(all.status == 0, "\(all.stderr)")
+        let config = { try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/config.json"))) as? [String: Any] }
+        let seen = try config()?["candidate_tokens"] as? Int ?? 0
+        #expect(seen >= 3, "the sampled answers hold several distinct tokens")
+        // Resuming the finished run with --candidates writes the heads again with fewer candidates.
+        let fewer = try BinaryRunner.run(train + ["--resume", "--candidates", "2"])
+        #expect(fewer.status == 0, "\(fewer.stderr)")
+        #expect(fewer.stderr.contains("the 2 most frequent"), "\(fewer.stderr)")
+        #expect(try config()?["candidate_tokens"] as? Int == 2)
+        let generate = ["generate", "--model", model, "--prompt", "Hello there", "--max-tokens", "12", "--ignore-eos",
+                        "--threads", "1", "--json"]
+        let medusa = try BinaryRunner.run(generate + ["--heads", out, "--tree", "chain"])
+        #expect(medusa.status == 0, "\(medusa.stderr)")
+        #expect(try medusa.json()["token_ids"] as? [Int] == BinaryRunner.run(generate).json()["token_ids"] as? [Int])
+    }
+
     @Test("bad train-heads options are one clear line")
     func errors() throws {
         let model = try CLITests.tinyModel()
@@ -106,6 +133,9 @@ import Worker
             (["train-heads", "--model", model, "--out", dir + "/a", "--lr", "0"], "--lr must be positive"),
             (["train-heads", "--model", model, "--out", dir + "/a", "--own-lm-head", "--train-vocabulary", "seen"],
              "needs the shared LM head"),
+            (["train-heads", "--model", model, "--out", dir + "/a", "--candidates", "0"], "--candidates must be at least 1"),
+            (["train-heads", "--model", model, "--out", dir + "/a", "--own-lm-head", "--candidates", "5"],
+             "--candidates needs the seen training vocabulary"),
             (["eval-heads", "--model", model, "--heads", dir + "/none"], "none"),
         ]
         for (arguments, expected) in cases {
