@@ -73,11 +73,21 @@ enum VectorOps {
         }
     }
 
-    /// gate = silu(gate) * up, where silu(g) = g / (1 + exp(-g)).
+    /// gate = silu(gate) * up, where silu(g) = g / (1 + exp(-g)), e^x by `AttentionKernels.exp`
+    /// (eight at a time, within 1.5e-7 relative of e^x).
     static func swiglu(_ gate: UnsafeMutablePointer<Float>, _ up: UnsafePointer<Float>, count: Int) {
-        for i in 0..<count {
-            let g = gate[i]
-            gate[i] = g / (1 + expf(-g)) * up[i]
+        var i = 0
+        while i + 8 <= count {
+            let g = load8(gate + i)
+            store8(g / (1 + AttentionKernels.exp(-g)) * load8(up + i), gate + i)
+            i += 8
+        }
+        // The tail through the same lanes, so that every element is computed alike.
+        if i < count {
+            var g = SIMD8<Float>(), u = SIMD8<Float>()
+            for k in 0..<(count - i) { (g[k], u[k]) = (gate[i + k], up[i + k]) }
+            let out = g / (1 + AttentionKernels.exp(-g)) * u
+            for k in 0..<(count - i) { gate[i + k] = out[k] }
         }
     }
 
