@@ -49,6 +49,23 @@ static float ck_half(uint16_t h)
 
 // MARK: - Quantization
 
+/// A block's scale d and the factor q = x * inverse, from whether its values are all finite and
+/// their largest magnitude; returns whether the values are usable (else they quantize to 0: d is
+/// NaN for a non-finite block, 0 when the inverse overflows).
+static inline int ck_block_scale(int bits, int finite, float largest, float *d, float *inverse)
+{
+    if (bits == 8) {
+        *d = finite ? largest / 127.0f : NAN;
+        *inverse = finite && *d != 0.0f ? 1.0f / *d : 0.0f;
+    } else {
+        *d = finite ? largest / (float)CK_INT16_LEVELS : NAN;
+        *inverse = finite && largest > 0.0f ? (float)CK_INT16_LEVELS / largest : 0.0f;
+    }
+    const int usable = finite && isfinite(*inverse);
+    if (finite && !usable) *d = 0.0f;
+    return usable;
+}
+
 /// One block at `bits`: returns d and writes q and the sum of q.
 static float ck_quantize_block(int bits, const float *x, int32_t *q, int32_t *sum)
 {
@@ -60,15 +77,7 @@ static float ck_quantize_block(int bits, const float *x, int32_t *q, int32_t *su
         largest = a > largest ? a : largest;
     }
     float d, inverse;
-    if (bits == 8) {
-        d = finite ? largest / 127.0f : NAN;
-        inverse = finite && d != 0.0f ? 1.0f / d : 0.0f;
-    } else {
-        d = finite ? largest / (float)CK_INT16_LEVELS : NAN;
-        inverse = finite && largest > 0.0f ? (float)CK_INT16_LEVELS / largest : 0.0f;
-    }
-    const int usable = finite && isfinite(inverse);
-    if (finite && !usable) d = 0.0f;
+    const int usable = ck_block_scale(bits, finite, largest, &d, &inverse);
     int32_t total = 0;
     for (int j = 0; j < 32; j++) {
         q[j] = usable ? (int32_t)nearbyintf(x[j] * inverse) : 0;
@@ -243,15 +252,7 @@ static float ck_vnni_quantize_block(int bits, const float *x, int8_t *out, int32
     const int finite = fa == 0xffff && fb == 0xffff;
     const float largest = finite ? _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(b))) : 0.0f;
     float d, inverse;
-    if (bits == 8) {
-        d = finite ? largest / 127.0f : NAN;
-        inverse = finite && d != 0.0f ? 1.0f / d : 0.0f;
-    } else {
-        d = finite ? largest / (float)CK_INT16_LEVELS : NAN;
-        inverse = finite && largest > 0.0f ? (float)CK_INT16_LEVELS / largest : 0.0f;
-    }
-    const int usable = finite && isfinite(inverse);
-    if (finite && !usable) d = 0.0f;
+    const int usable = ck_block_scale(bits, finite, largest, &d, &inverse);
     __m512i qa = _mm512_setzero_si512(), qb = _mm512_setzero_si512();
     if (usable) {
         qa = _mm512_cvtps_epi32(_mm512_mul_ps(a, _mm512_set1_ps(inverse)));

@@ -17,6 +17,34 @@ import Testing
         return out
     }
 
+    @Test("SwiGLU through the vectorized exp: close to the libm formula, the tail computed as the body, extremes finite")
+    func swiglu() {
+        var rng = SplitMix64(seed: 0x5e1)
+        for count in [8, 13, 1536 + 5] {
+            var gate = (0..<count).map { _ in Float.random(in: -12...12, using: &rng) }
+            gate[0] = -200
+            gate[1] = 200
+            let up = (0..<count).map { _ in Float.random(in: -3...3, using: &rng) }
+            let expected = zip(gate, up).map { g, u in Double(g) / (1 + Foundation.exp(-Double(g))) * Double(u) }
+            var out = gate
+            out.withUnsafeMutableBufferPointer { o in
+                up.withUnsafeBufferPointer { VectorOps.swiglu(o.baseAddress!, $0.baseAddress!, count: count) }
+            }
+            for i in 0..<count {
+                #expect(abs(Double(out[i]) - expected[i]) <= 1e-6 * max(1, abs(expected[i])), "count \(count) element \(i)")
+            }
+            // An element in the tail equals the same element in a vector body.
+            let k = count - 1
+            var body = [Float](repeating: 0, count: 8), bodyUp = [Float](repeating: 0, count: 8)
+            body[3] = gate[k]
+            bodyUp[3] = up[k]
+            body.withUnsafeMutableBufferPointer { o in
+                bodyUp.withUnsafeBufferPointer { VectorOps.swiglu(o.baseAddress!, $0.baseAddress!, count: 8) }
+            }
+            #expect(body[3].bitPattern == out[k].bitPattern)
+        }
+    }
+
     @Test func expFollowsLibmOverTheWholeRange() {
         // Every 997th float from -120 to 90 (about 4 million values), with both signs near zero.
         var xs: [Float] = []
