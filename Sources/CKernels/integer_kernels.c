@@ -124,20 +124,29 @@ size_t ck_prepare_bytes(int bits, int n, int columns) { return ck_layout_of(bits
 static float ck_vnni_quantize_block(int bits, const float *x, int8_t *out, int32_t *sum);
 #endif
 
-void ck_prepare(int isa, int bits, int format, const float *x, size_t x_stride, int n, int columns, void *memory,
-                ck_inputs *out)
+void ck_prepare_layout(int bits, int n, int columns, void *memory, ck_inputs *out)
 {
-    const int blocks = columns / 32, block_bytes = 4 * bits;
     const ck_layout layout = ck_layout_of(bits, n, columns);
-    const size_t stride = layout.stride;
     uint8_t *base = memory;
-    float *scales = (float *)base;
-    int32_t *starts = (int32_t *)(base + layout.table);
-    float *scaled = (float *)(base + 2 * layout.table);
-    int8_t *values = (int8_t *)(base + layout.values);
     memset(base, 0, 3 * layout.table);
+    *out = (ck_inputs){
+        .n = n, .columns = columns, .bits = bits, .stride = layout.stride, .values = (int8_t *)(base + layout.values),
+        .scales = (float *)base, .starts = (int32_t *)(base + layout.table),
+        .scaled_sums = (float *)(base + 2 * layout.table),
+    };
+}
+
+void ck_prepare_rows(int isa, int format, const float *x, size_t x_stride, int row_begin, int row_end,
+                     const ck_inputs *inputs)
+{
+    const int bits = inputs->bits, blocks = inputs->columns / 32, block_bytes = 4 * bits;
+    const size_t stride = inputs->stride;
+    // The tables live in the caller's memory (`ck_prepare_layout`); the struct only reads them.
+    float *scales = (float *)inputs->scales, *scaled = (float *)inputs->scaled_sums;
+    int32_t *starts = (int32_t *)inputs->starts;
+    int8_t *values = (int8_t *)inputs->values;
     const int offset = ck_offset(format);
-    for (int i = 0; i < n; i++)
+    for (int i = row_begin; i < row_end; i++)
         for (int b = 0; b < blocks; b++) {
             int32_t sum;
             const float *block = x + (size_t)i * x_stride + 32 * b;
@@ -157,10 +166,13 @@ void ck_prepare(int isa, int bits, int format, const float *x, size_t x_stride, 
             starts[b * stride + i] = offset * sum;
             scaled[b * stride + i] = d * (float)sum;
         }
-    *out = (ck_inputs){
-        .n = n, .columns = columns, .bits = bits, .stride = stride, .values = values,
-        .scales = scales, .starts = starts, .scaled_sums = scaled,
-    };
+}
+
+void ck_prepare(int isa, int bits, int format, const float *x, size_t x_stride, int n, int columns, void *memory,
+                ck_inputs *out)
+{
+    ck_prepare_layout(bits, n, columns, memory, out);
+    ck_prepare_rows(isa, format, x, x_stride, 0, n, out);
 }
 
 // MARK: - Portable variant (the definition)

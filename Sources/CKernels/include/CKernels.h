@@ -77,6 +77,13 @@ size_t ck_prepare_bytes(int bits, int n, int columns);
 void ck_prepare(int isa, int bits, int format, const float *x, size_t x_stride, int n, int columns, void *memory,
                 ck_inputs *out);
 
+/// `ck_prepare` in parts, so that threads can quantize rows side by side: `ck_prepare_layout` lays
+/// out `memory` for n rows (zeroed tables) and fills `out`; then `ck_prepare_rows` quantizes the
+/// rows [row_begin, row_end) into it (disjoint ranges may run at the same time).
+void ck_prepare_layout(int bits, int n, int columns, void *memory, ck_inputs *out);
+void ck_prepare_rows(int isa, int format, const float *x, size_t x_stride, int row_begin, int row_end,
+                     const ck_inputs *inputs);
+
 /// y[i * y_stride + r] for rows r in [row_begin, row_end) of the weight matrix at `weights`
 /// (`row_bytes` per row, columns / 32 blocks of `format`) and the prepared input rows i, in
 /// portable C (the definition). Every output is, over its blocks b in order, with t_b the exact

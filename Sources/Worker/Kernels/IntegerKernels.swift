@@ -72,11 +72,18 @@ public enum IntegerKernels {
         let first = products.first.weights
         let shared = pool.scratch(thread: pool.threadCount,
                                   bytes: ck_prepare_bytes(Int32(bits), Int32(n), Int32(first.columns)))
-        var inputs = prepare(bits: bits, first.type, x: x, xStride: xStride, n: n, columns: first.columns,
-                             memory: shared, variant: variant)
+        var inputs = ck_inputs()
+        ck_prepare_layout(Int32(bits), Int32(n), Int32(first.columns), shared, &inputs)
         let format = Self.format(first.type)
         let packed = variant == .avx512VNNI
         withUnsafePointer(to: &inputs) { p in
+            // Several rows are quantized side by side (each row's values do not depend on who
+            // quantizes it): the other threads would otherwise wait for this one.
+            let parts = n >= 2 && n * first.columns >= 2048 ? min(n, pool.threadCount) : 1
+            pool.run(taskCount: parts) { part in
+                let rows = ShardLayout.split(n, parts: parts, part: part)
+                ck_prepare_rows(variant.rawValue, format, x, xStride, Int32(rows.lowerBound), Int32(rows.upperBound), p)
+            }
             MatMul.forEachChunk(products, pool: pool) { product, rows in
                 let w = product.weights
                 if packed, let rowsPacked = w.packed {
