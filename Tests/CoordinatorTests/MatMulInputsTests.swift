@@ -57,7 +57,7 @@ import Worker
         let a1 = a.logits[0], b1 = b.logits[0]
 
         // Logits of the first answer token. Each weight product's inputs move by at most 2^-16 of
-        // their block's largest value (half a step of max/32767); through 30 layers and the LM head
+        // their block's largest value (half a step of max/32639); through 30 layers and the LM head
         // that moved these logits by 4.6e-3 at most (measured), against a spread of ~20 across the
         // vocabulary and a closest top-2 margin of 0.19 in this answer. 2e-2 leaves a factor of 4
         // and stays an order of magnitude below that margin.

@@ -181,7 +181,7 @@ enum Int16BlockKernels {
         unsafeBitCast(unsafeBitCast(v, to: SIMD8<UInt32>.self) & 0x7fff_ffff, to: SIMD8<Float>.self)
     }
 
-    /// Round to nearest, ties to even, of values within +-32767.5.
+    /// Round to nearest, ties to even, of values within +-32639.5.
     @inline(__always)
     private static func roundToInt32(_ v: SIMD8<Float>) -> SIMD8<Int32> {
         #if arch(x86_64)

@@ -21,7 +21,7 @@ import Foundation
 ///
 /// Each output value goes through the same operations in the same order whatever `n`, the tile
 /// and the thread split (batch invariance, as the other kernels). Coarser than `int16` (a rounding
-/// step of max|x| / 127 per block instead of / 32767).
+/// step of max|x| / 127 per block instead of / 32639).
 public enum Int8BlockKernels {
     /// The C kernels' variant (`IntegerKernels.variant` unless a test asks for another).
     public typealias Variant = IntegerKernels.Variant
