@@ -44,9 +44,6 @@ public enum IntegerKernels {
         }
     }
 
-    /// Whether `type` has integer kernels (Q4_0, Q4_1, Q8_0).
-    static func handles(_ type: TensorType) -> Bool { [.q4_0, .q4_1, .q8_0].contains(type) }
-
     /// Whether every product's matrix carries packed rows (`WeightMatrix.packed`) and this variant reads them.
     static func readsPacked(_ products: MatMul.Products, variant: Variant) -> Bool {
         variant == .avx512VNNI && (0..<products.count).allSatisfy { products[$0].weights.packed != nil }

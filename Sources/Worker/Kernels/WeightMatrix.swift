@@ -100,7 +100,7 @@ public struct WeightMatrix: @unchecked Sendable {
     /// file mapping's (`ResidentPagesReleasing`, e.g. a GGUF file), their pages are given back, so
     /// the packed copy replaces them in memory (reading the rows again pages them back in).
     public func packedForVNNI(variant: IntegerKernels.Variant = IntegerKernels.variant) -> WeightMatrix {
-        guard variant == .avx512VNNI, packed == nil, IntegerKernels.handles(type) else { return self }
+        guard variant == .avx512VNNI, packed == nil, BlockKernels.handles(type) else { return self }
         let format = IntegerKernels.format(type)
         let storage = OwnedBytes(count: max(64, ck_packed_bytes(format, Int32(rows), Int32(columns))))
         ck_pack(format, base.assumingMemoryBound(to: UInt8.self), rowStride, Int32(rows), Int32(columns),

@@ -317,16 +317,12 @@ public final class LlamaModel: @unchecked Sendable {
                 .init(.init(layer.gate, y: b.gate, yStride: ffn), .init(layer.up, y: b.up, yStride: ffn)),
                 x: b.normed, xStride: hidden, n: n, pool: pool, inputs: matmulInputs)
             clock.lap(.matmul)
-            if n >= 2 && pool.threadCount > 1 {
-                // Element by element, so any split gives the same values; the other threads
-                // would otherwise wait for this one.
-                let parts = pool.threadCount, chunk = (n * ffn + 8 * parts - 1) / (8 * parts) * 8
-                pool.run(taskCount: parts) { part in
-                    let start = min(n * ffn, part * chunk)
-                    VectorOps.swiglu(b.gate + start, b.up + start, count: min(n * ffn, start + chunk) - start)
-                }
-            } else {
-                VectorOps.swiglu(b.gate, b.up, count: n * ffn)
+            // Element by element, so any split gives the same values; with several tokens every
+            // thread takes a part (the others would otherwise wait for this one).
+            let parts = n >= 2 ? pool.threadCount : 1, chunk = (n * ffn + 8 * parts - 1) / (8 * parts) * 8
+            pool.run(taskCount: parts) { part in
+                let start = min(n * ffn, part * chunk)
+                VectorOps.swiglu(b.gate + start, b.up + start, count: min(n * ffn, start + chunk) - start)
             }
             clock.lap(.other)
             MatMul.multiply(layer.down, x: b.gate, xStride: ffn, n: n, y: b.projected, yStride: hidden, pool: pool,
