@@ -18,10 +18,11 @@ public final class LoadedModel {
     /// Opens the model and builds this rank's part of it (`communicator`: the tensor-parallel
     /// group; by default the group of one).
     /// `sequences`: how many sequences may share a step (a server's batch), each with its own cache.
-    /// `matmulInputs`: see `LlamaModel.matmulInputs`.
+    /// `matmulInputs`, `kvCacheType`: see `LlamaModel`.
     public init(
         path: String, contextLength: Int, threads: Int, sequences: Int = 1, chatTemplate override: ChatTemplate? = nil,
-        communicator: any Communicator = SingleProcessCommunicator(), matmulInputs: MatMulInputs = .int16
+        communicator: any Communicator = SingleProcessCommunicator(), matmulInputs: MatMulInputs = .int16,
+        kvCacheType: KVCacheType = .f32
     ) throws {
         self.path = path
         let tokens: (file: String, key: String)
@@ -29,14 +30,14 @@ public final class LoadedModel {
         case .gguf(let file):
             let gguf = try GGUFFile(path: file)
             model = try LlamaModel(gguf: gguf, contextLength: contextLength, threads: threads, sequences: sequences,
-                                   communicator: communicator, matmulInputs: matmulInputs)
+                                   communicator: communicator, matmulInputs: matmulInputs, kvCacheType: kvCacheType)
             tokenizer = try Tokenizer(gguf: gguf)
             tokens = (file, "tokenizer.ggml.tokens")
         case .huggingFace(let directory):
             let checkpoint = try HuggingFaceCheckpoint(directory: directory)
             model = try LlamaModel(
                 config: checkpoint.config, weights: checkpoint.weights, contextLength: contextLength, threads: threads,
-                sequences: sequences, communicator: communicator, matmulInputs: matmulInputs)
+                sequences: sequences, communicator: communicator, matmulInputs: matmulInputs, kvCacheType: kvCacheType)
             tokenizer = try Tokenizer(huggingFaceDirectory: directory)
             tokens = ((directory as NSString).appendingPathComponent("tokenizer.json"), "model.vocab")
         }

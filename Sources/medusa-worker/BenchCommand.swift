@@ -105,16 +105,16 @@ struct BenchCommand: ParsableCommand {
         let curve = try Benchmark.verifyCurve(model: model, context: tokens, maxNodes: maxNodes, runs: runs)
         if json {
             struct Report: Encodable {
-                var threads: Int, ranks: Int, context: Int, runs: Int, matmul_inputs: String, kernels: String?
+                var threads: Int, ranks: Int, context: Int, runs: Int, matmul_inputs: String, kernels: String?, cache_type: String
                 var curve: [Point]
                 struct Point: Encodable { var n: Int, ms: Double, ratio: Double }
             }
             try emitJSON(Report(
                 threads: modelOptions.threadCount, ranks: loaded.model.communicator.size, context: tokens.count, runs: runs,
                 matmul_inputs: model.matmulInputs.rawValue, kernels: model.matmulInputs.kernels,
-                curve: curve.map { .init(n: $0.nodes, ms: $0.seconds * 1e3, ratio: $0.ratio) }))
+                cache_type: model.kvCacheType.rawValue, curve: curve.map { .init(n: $0.nodes, ms: $0.seconds * 1e3, ratio: $0.ratio) }))
         } else {
-            emit("verify step T(n): \(tokens.count) committed tokens, \(modelOptions.threadCount) threads, matmul inputs \(model.matmulInputs.described), median of \(runs)\n")
+            emit("verify step T(n): \(tokens.count) committed tokens, \(modelOptions.threadCount) threads, matmul inputs \(model.matmulInputs.described), \(model.kvCacheType) KV cache, median of \(runs)\n")
             emit("    n      ms  T(n)/T(1)\n")
             for p in curve {
                 emit(String(format: "%5d %7.2f %10.2f\n", p.nodes, p.seconds * 1e3, p.ratio))
@@ -196,7 +196,7 @@ struct BenchCommand: ParsableCommand {
         let allIdentical = medusa == nil ? nil : reports.allSatisfy { $0.identical_output == true }
         if json {
             struct Report: Encodable {
-                var threads: Int, ranks: Int, runs: Int, max_tokens: Int, matmul_inputs: String, kernels: String?
+                var threads: Int, ranks: Int, runs: Int, max_tokens: Int, matmul_inputs: String, kernels: String?, cache_type: String
                 var plain_decode_tokens_per_second: Double
                 var prefill_tokens_per_second: Double
                 var decode_time_share: [String: Double]
@@ -211,13 +211,13 @@ struct BenchCommand: ParsableCommand {
             try emitJSON(Report(
                 threads: modelOptions.threadCount, ranks: loaded.model.communicator.size, runs: runs, max_tokens: maxTokens,
                 matmul_inputs: loaded.model.matmulInputs.rawValue, kernels: loaded.model.matmulInputs.kernels,
-                plain_decode_tokens_per_second: plainRate, prefill_tokens_per_second: prefillRate,
+                cache_type: loaded.model.kvCacheType.rawValue, plain_decode_tokens_per_second: plainRate, prefill_tokens_per_second: prefillRate,
                 decode_time_share: plainSplit.shares, medusa_decode_tokens_per_second: medusaRate,
                 speedup: medusaRate.map { $0 / plainRate }, mean_accepted_tokens: meanAccepted,
                 identical_output: allIdentical, tree_nodes: medusa?.tree.count,
                 medusa_time_share: medusa == nil ? nil : medusaSplit.shares, prompts: reports))
         } else {
-            emit("\(texts.count) prompts, \(runs) runs each, \(modelOptions.threadCount) threads, \(loaded.model.communicator.size) ranks, matmul inputs \(loaded.model.matmulInputs.described)\n")
+            emit("\(texts.count) prompts, \(runs) runs each, \(modelOptions.threadCount) threads, \(loaded.model.communicator.size) ranks, matmul inputs \(loaded.model.matmulInputs.described), \(loaded.model.kvCacheType) KV cache\n")
             emit(String(format: "plain decoding: %.1f tok/s (median over prompts of each prompt's median)\n", plainRate))
             emit(String(format: "prefill:        %.1f tok/s\n", prefillRate))
             emit("decode step time: \(plainSplit.described)\n")

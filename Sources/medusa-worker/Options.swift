@@ -17,6 +17,9 @@ struct ModelOptions: ParsableArguments {
     @Option(help: ArgumentHelp(matmulInputsHelp, valueName: "fp32|int16|int8"))
     var matmulInputs: MatMulInputs = .int16
 
+    @Option(help: ArgumentHelp(cacheTypeHelp, valueName: "f32|f16"))
+    var cacheType: KVCacheType = .f32
+
     var modelPath: String { model ?? DefaultModel.resolve() }
 
     var threadCount: Int { threads ?? ProcessInfo.processInfo.activeProcessorCount }
@@ -42,6 +45,14 @@ let matmulInputsHelp = """
     max|x|/32639) for integer products, faster; int8 rounds them to 8 bits per block as llama.cpp \
     does (scale max|x|/127; cheapest on AVX-512 VNNI CPUs, slow elsewhere); fp32 keeps them exact \
     (matches an fp32 forward).
+    """
+
+extension KVCacheType: ExpressibleByArgument {}
+
+let cacheTypeHelp = """
+    How the KV cache stores keys and values: f32 (exact), or f16 (half the memory and half the \
+    bytes attention reads per token at long contexts; values rounded to fp16 as llama.cpp's default \
+    cache does).
     """
 
 /// Writes text to stdout now (no buffering), so generated text streams.

@@ -30,6 +30,9 @@ struct PerplexityCommand: ParsableCommand {
     @Option(help: ArgumentHelp(matmulInputsHelp, valueName: "fp32|int16|int8"))
     var matmulInputs: MatMulInputs = .int16
 
+    @Option(help: ArgumentHelp(cacheTypeHelp, valueName: "f32|f16"))
+    var cacheType: KVCacheType = .f32
+
     @Flag(help: "Print one JSON object: ppl, tokens_scored, chunks.")
     var json = false
 
@@ -45,7 +48,8 @@ struct PerplexityCommand: ParsableCommand {
             let text = try readTextFile(file)
             let loaded = try group.loadModel(
                 path: model ?? DefaultModel.resolve(), contextLength: ctx,
-                threads: threads ?? ProcessInfo.processInfo.activeProcessorCount, matmulInputs: matmulInputs)
+                threads: threads ?? ProcessInfo.processInfo.activeProcessorCount, matmulInputs: matmulInputs,
+                kvCacheType: cacheType)
             guard ctx <= loaded.model.contextLength else {
                 throw CommandError("--ctx \(ctx) exceeds the model's context length \(loaded.model.contextLength)")
             }

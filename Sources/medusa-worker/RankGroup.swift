@@ -48,12 +48,13 @@ struct RankGroup {
     /// until the end of the group, reports its peak memory, and exits: only rank 0 returns.
     func loadModel(_ options: ModelOptions, sequences: Int = 1, chatTemplate: ChatTemplate? = nil) throws -> LoadedModel {
         try loadModel(path: options.modelPath, contextLength: options.ctx, threads: options.threadCount,
-                      sequences: sequences, chatTemplate: chatTemplate, matmulInputs: options.matmulInputs)
+                      sequences: sequences, chatTemplate: chatTemplate, matmulInputs: options.matmulInputs,
+                      kvCacheType: options.cacheType)
     }
 
     func loadModel(
         path: String, contextLength: Int, threads: Int, sequences: Int = 1, chatTemplate: ChatTemplate? = nil,
-        matmulInputs: MatMulInputs
+        matmulInputs: MatMulInputs, kvCacheType: KVCacheType
     ) throws -> LoadedModel {
         if matmulInputs == .int8 && IntegerKernels.variant == .portable && isCoordinator {
             FileHandle.standardError.write(Data(
@@ -61,7 +62,7 @@ struct RankGroup {
         }
         let loaded = try LoadedModel(
             path: path, contextLength: contextLength, threads: threads, sequences: sequences, chatTemplate: chatTemplate,
-            communicator: communicator, matmulInputs: matmulInputs)
+            communicator: communicator, matmulInputs: matmulInputs, kvCacheType: kvCacheType)
         if !isCoordinator {
             do {
                 try loaded.model.serve()

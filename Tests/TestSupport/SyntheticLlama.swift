@@ -114,7 +114,8 @@ public struct SyntheticLlama {
     }
 
     /// Logits [tokens.count, vocab] of a causal pass over `tokens` from position 0, in Double.
-    public func referenceLogits(_ tokens: [Int32], tiedEmbeddings: Bool = true) -> [[Double]] {
+    /// `halfCache`: keys (after RoPE) and values rounded to fp16 once, as an fp16 KV cache stores them.
+    public func referenceLogits(_ tokens: [Int32], tiedEmbeddings: Bool = true, halfCache: Bool = false) -> [[Double]] {
         let c = config
         let hd = c.headDimension
         func t(_ name: String) -> (rows: Int, columns: Int, values: [Float]) { tensors[name]! }
@@ -156,8 +157,10 @@ public struct SyntheticLlama {
                 rope(&q, heads: c.headCount, position: pos)
                 rope(&k, heads: c.kvHeadCount, position: pos)
                 queries.append(q)
-                keys.append(k)
-                values.append(matvec(p + "attn_v.weight", n))
+                let v = matvec(p + "attn_v.weight", n)
+                func stored(_ x: [Double]) -> [Double] { halfCache ? x.map { Double(Float16(Float($0))) } : x }
+                keys.append(stored(k))
+                values.append(stored(v))
             }
             for i in xs.indices {
                 var attn = [Double](repeating: 0, count: c.headCount * hd)

@@ -203,4 +203,63 @@ import Testing
             }
         }
     }
+
+    /// fp16 keys and values (an fp16 cache) give bit for bit what the kernels give on fp32 copies of
+    /// the same values, for head sizes with and without a ragged end (the scalar tails widen too).
+    @Test(arguments: [8, 20, 64])
+    func halfKeysAndValuesReadAsTheirFloatValues(headDimension hd: Int) {
+        var rng = SystemRandomNumberGenerator()
+        let keyCount = 19
+        let halfKeys = (0..<(keyCount * hd)).map { _ in Float16(Float.random(in: -3...3, using: &rng)) }
+        let halfValues = (0..<(keyCount * hd)).map { _ in Float16(Float.random(in: -3...3, using: &rng)) }
+        let keys = halfKeys.map { Float($0) }, values = halfValues.map { Float($0) }
+        let q = (0..<(2 * hd)).map { _ in Float.random(in: -2...2, using: &rng) }
+        let stride = 32
+        var fromHalf = [Float](repeating: 0, count: 2 * stride), fromFloat = fromHalf
+        q.withUnsafeBufferPointer { q in
+            let q0 = q.baseAddress!, q1 = q0 + hd
+            fromHalf.withUnsafeMutableBufferPointer { s in
+                halfKeys.withUnsafeBufferPointer { k in
+                    AttentionKernels.scores(q0, q1, keys: k.baseAddress!, count: keyCount, headDimension: hd, scale: 0.25,
+                                            into: s.baseAddress!, s.baseAddress! + stride)
+                }
+            }
+            fromFloat.withUnsafeMutableBufferPointer { s in
+                keys.withUnsafeBufferPointer { k in
+                    AttentionKernels.scores(q0, q1, keys: k.baseAddress!, count: keyCount, headDimension: hd, scale: 0.25,
+                                            into: s.baseAddress!, s.baseAddress! + stride)
+                }
+            }
+        }
+        #expect(fromHalf.map(\.bitPattern) == fromFloat.map(\.bitPattern))
+        #expect(fromHalf[0] != 0 && fromHalf[stride + keyCount - 1] != 0)
+        var p = fromFloat
+        p.withUnsafeMutableBufferPointer { s in
+            AttentionKernels.softmax(s.baseAddress!, count: 17)
+            AttentionKernels.softmax(s.baseAddress! + stride, count: 16)
+        }
+        let steps: [Int32] = [0, 2]
+        func weighted<E: KVElement>(_ v: [E]) -> [Float] {
+            var out = [Float](repeating: 0, count: 3 * hd)
+            v.withUnsafeBufferPointer { v in
+                p.withUnsafeBufferPointer { p in
+                    steps.withUnsafeBufferPointer { st in
+                        out.withUnsafeMutableBufferPointer { o in
+                            let o0 = o.baseAddress!, p0 = p.baseAddress!, p1 = p0 + stride
+                            // A pair, then one query alone (the single-query kernel).
+                            AttentionKernels.weightedValues(values: v.baseAddress!, shared: 15, headDimension: hd,
+                                                            p0, steps: st.baseAddress!, extra: 2, out: o0,
+                                                            p1, steps: st.baseAddress!, extra: 1, out: o0 + hd)
+                            AttentionKernels.weightedValues(values: v.baseAddress!, shared: 15, headDimension: hd,
+                                                            p0, steps: st.baseAddress!, extra: 2, out: o0 + 2 * hd)
+                        }
+                    }
+                }
+            }
+            return out
+        }
+        let half = weighted(halfValues), float = weighted(values)
+        #expect(half.map(\.bitPattern) == float.map(\.bitPattern))
+        #expect(half.contains { $0 != 0 })
+    }
 }

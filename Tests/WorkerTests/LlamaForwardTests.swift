@@ -9,13 +9,13 @@ import Testing
     /// Builds a synthetic model file and loads it.
     static func load(_ config: LlamaConfig = SyntheticLlama.smallConfig, type: TensorType = .f32, tied: Bool = true,
                      threads: Int = 2, context: Int = 128, maxStep: Int = 64,
-                     inputs: MatMulInputs = .int16) throws -> (SyntheticLlama, LlamaModel) {
+                     inputs: MatMulInputs = .int16, cache: KVCacheType = .f32) throws -> (SyntheticLlama, LlamaModel) {
         var synthetic = SyntheticLlama(config: config, weightType: type, seed: 7)
         let path = try makeTemporaryDirectory() + "/tiny.gguf"
         try synthetic.write(to: path, tiedEmbeddings: tied)
         let gguf = try GGUFFile(path: path)
         let model = try LlamaModel(gguf: gguf, contextLength: context, maxStepTokens: maxStep, threads: threads,
-                                   matmulInputs: inputs)
+                                   matmulInputs: inputs, kvCacheType: cache)
         return (synthetic, model)
     }
 
@@ -56,6 +56,28 @@ import Testing
             for (a, b) in zip(row, refRow) { worst = max(worst, abs(Double(a) - b) / max(1, abs(b))) }
         }
         #expect(worst < 1e-4, "largest relative logit difference \(worst)")
+    }
+
+    /// An fp16 cache follows a reference whose keys and values are rounded to fp16 as closely as
+    /// the fp32 cache follows the exact one, and it does change the results (the values are rounded).
+    @Test func halfCacheMatchesAReferenceWithRoundedKeysAndValues() throws {
+        let (synthetic, model) = try Self.load(inputs: .fp32, cache: .f16)
+        #expect(model.cache.type == .f16 && model.cache.byteCount == 2 * model.cache.layerCount * model.cache.kvHeadCount
+                    * model.cache.capacity * model.cache.headDimension * 2)
+        let ours = try Self.causalLogits(model, Self.prompt)
+        func worst(_ reference: [[Double]]) -> Double {
+            var worst = 0.0
+            for (row, refRow) in zip(ours, reference) {
+                for (a, b) in zip(row, refRow) { worst = max(worst, abs(Double(a) - b) / max(1, abs(b))) }
+            }
+            return worst
+        }
+        let rounded = worst(synthetic.referenceLogits(Self.prompt, halfCache: true))
+        let exact = worst(synthetic.referenceLogits(Self.prompt))
+        #expect(rounded < 1e-4, "largest relative logit difference to the fp16-cache reference \(rounded)")
+        #expect(exact > 10 * rounded, "fp16 cache vs exact reference \(exact), vs rounded reference \(rounded)")
+        let (_, fp32) = try Self.load(inputs: .fp32)
+        #expect(try Self.causalLogits(fp32, Self.prompt) != ours)
     }
 
     @Test func groupedQueryAndMultiHeadAttentionAndPartialRope() throws {
@@ -125,13 +147,19 @@ import Testing
 
     @Test(arguments: [TensorType.f32, .q4_1, .q8_0], MatMulInputs.allCases)
     func tokenByTokenEqualsOnePrefillBitForBit(type: TensorType, inputs: MatMulInputs) throws {
-        let (_, model) = try Self.load(type: type, inputs: inputs)
+        for cache in KVCacheType.allCases {
+            try tokenByTokenEqualsOnePrefill(type: type, inputs: inputs, cache: cache)
+        }
+    }
+
+    func tokenByTokenEqualsOnePrefill(type: TensorType, inputs: MatMulInputs, cache: KVCacheType) throws {
+        let (_, model) = try Self.load(type: type, inputs: inputs, cache: cache)
         let all = try Self.causalLogits(model, Self.prompt)
         model.cache.reset()
         for (i, token) in Self.prompt.enumerated() {
             let hidden = try Self.forward(model, [token], positions: [Int32(i)], mask: .causal(1))
             model.cache.commit(count: 1)
-            #expect(Self.logits(model, hidden, rows: 1)[0] == all[i], "row \(i) differs")
+            #expect(Self.logits(model, hidden, rows: 1)[0] == all[i], "\(cache) cache: row \(i) differs")
         }
     }
 
@@ -155,7 +183,11 @@ import Testing
     /// root-to-node path were decoded token by token; committing a path keeps exactly its KV.
     @Test(arguments: [TensorType.f32, .q4_1], MatMulInputs.allCases)
     func treeStepMatchesDecodingEachPath(type: TensorType, inputs: MatMulInputs) throws {
-        let (_, model) = try Self.load(type: type, inputs: inputs)
+        for cache in KVCacheType.allCases { try treeStepMatchesDecodingEachPath(type: type, inputs: inputs, cache: cache) }
+    }
+
+    func treeStepMatchesDecodingEachPath(type: TensorType, inputs: MatMulInputs, cache: KVCacheType) throws {
+        let (_, model) = try Self.load(type: type, inputs: inputs, cache: cache)
         let prefix: [Int32] = Array(Self.prompt.prefix(6))
         //      tree:  0:a ─ 1:b ─ 3:d
         //              └─ 2:c ─ 4:e ─ 5:f
@@ -172,7 +204,7 @@ import Testing
             var p = node
             while p >= 0 { path.insert(p, at: 0); p = parents[p] }
             let sequential = try Self.causalLogits(model, prefix + path.map { treeTokens[$0] })
-            #expect(sequential.last! == treeLogits[node], "node \(node) differs from its path decoded alone")
+            #expect(sequential.last! == treeLogits[node], "\(cache) cache: node \(node) differs from its path decoded alone")
         }
 
         // Accept path 0 → 2 → 4, then decode one more token: same as decoding that sequence.
@@ -183,12 +215,13 @@ import Testing
         let next = try Self.forward(model, [7], positions: [Int32(model.cache.committed)], mask: .causal(1))
         let afterCommit = Self.logits(model, next, rows: 1)[0]
         let expected = try Self.causalLogits(model, prefix + [40, 42, 44, 7]).last!
-        #expect(afterCommit == expected)
+        #expect(afterCommit == expected, "\(cache) cache")
     }
 
     /// A 16-node tree after 13 committed tokens (blocks of the attention kernels end mid-way), for
     /// head sizes 8, 20 (not a multiple of 8), 40 and 64, grouped and plain attention, on 1 and 3
-    /// threads: every node's logits equal its path decoded one token at a time.
+    /// threads, with fp32 and fp16 caches: every node's logits equal its path decoded one token at
+    /// a time.
     @Test(arguments: [[72, 9, 3], [80, 4, 2], [120, 3, 3], [192, 3, 1]])
     func sixteenNodeTreeMatchesTokenByToken(shape: [Int]) throws {
         let config = LlamaConfig(layerCount: 2, hiddenSize: shape[0], intermediateSize: 64, headCount: shape[1],
@@ -198,8 +231,8 @@ import Testing
         let treeTokens: [Int32] = (0..<16).map { Int32(30 + 7 * $0) }
         var depth = [Int](repeating: 0, count: 16)
         for i in 1..<16 { depth[i] = depth[parents[i]] + 1 }
-        for threads in [1, 3] {
-            let (_, model) = try Self.load(config, threads: threads)
+        for (threads, cache) in [(1, KVCacheType.f32), (3, .f32), (1, .f16), (3, .f16)] {
+            let (_, model) = try Self.load(config, threads: threads, cache: cache)
             _ = try Self.causalLogits(model, prefix)
             let base = Int32(prefix.count)
             let hidden = try Self.forward(model, treeTokens, positions: depth.map { base + Int32($0) },
@@ -217,7 +250,7 @@ import Testing
                     last = Self.logits(model, h, rows: 1)[0]
                 }
                 #expect(last.map(\.bitPattern) == treeLogits[node].map(\.bitPattern),
-                        "shape \(shape), \(threads) threads: node \(node) differs from its path decoded alone")
+                        "shape \(shape), \(threads) threads, \(cache) cache: node \(node) differs from its path decoded alone")
             }
         }
     }

@@ -3,7 +3,9 @@ import _Builtin_intrinsics.intel
 #endif
 
 /// Kernels of `LlamaModel.attend`: scores of several queries against a run of keys, the softmax of
-/// one query's scores, and the softmax-weighted sum of values for several queries.
+/// one query's scores, and the softmax-weighted sum of values for several queries. Keys and values
+/// are read as the cache stores them (`KVElement`: fp32 or fp16, widened to fp32 exactly), so an
+/// fp16 cache gives the results an fp32 cache holding the same (rounded) values would.
 ///
 /// Batch invariance: every value one query gets is computed by arithmetic that depends only on
 /// that query, its visible keys and values, and their order — never on which other queries or keys
@@ -17,8 +19,8 @@ enum AttentionKernels {
     /// `SIMDSupport.sum`, then any remaining dimensions added one by one. May write up to 3 entries
     /// past `count` in each score row. `q1` may equal `q0` (and `scores1` equal `scores0`).
     @inline(__always)
-    static func scores(
-        _ q0: UnsafePointer<Float>, _ q1: UnsafePointer<Float>, keys: UnsafePointer<Float>, count: Int,
+    static func scores<E: KVElement>(
+        _ q0: UnsafePointer<Float>, _ q1: UnsafePointer<Float>, keys: UnsafePointer<E>, count: Int,
         headDimension hd: Int, scale: Float, into scores0: UnsafeMutablePointer<Float>,
         _ scores1: UnsafeMutablePointer<Float>
     ) {
@@ -37,26 +39,26 @@ enum AttentionKernels {
                 // One query: the same lanes, computed once.
                 while d + 8 <= hd {
                     let x = SIMDSupport.load8(q0 + d)
-                    a0.addProduct(x, SIMDSupport.load8(k0 + d))
-                    a1.addProduct(x, SIMDSupport.load8(k1 + d))
-                    a2.addProduct(x, SIMDSupport.load8(k2 + d))
-                    a3.addProduct(x, SIMDSupport.load8(k3 + d))
+                    a0.addProduct(x, E.load8(k0 + d))
+                    a1.addProduct(x, E.load8(k1 + d))
+                    a2.addProduct(x, E.load8(k2 + d))
+                    a3.addProduct(x, E.load8(k3 + d))
                     d += 8
                 }
                 (b0, b1, b2, b3) = (a0, a1, a2, a3)
             }
             while d + 8 <= hd {
                 let x = SIMDSupport.load8(q0 + d), y = SIMDSupport.load8(q1 + d)
-                let v0 = SIMDSupport.load8(k0 + d)
+                let v0 = E.load8(k0 + d)
                 a0.addProduct(x, v0)
                 b0.addProduct(y, v0)
-                let v1 = SIMDSupport.load8(k1 + d)
+                let v1 = E.load8(k1 + d)
                 a1.addProduct(x, v1)
                 b1.addProduct(y, v1)
-                let v2 = SIMDSupport.load8(k2 + d)
+                let v2 = E.load8(k2 + d)
                 a2.addProduct(x, v2)
                 b2.addProduct(y, v2)
-                let v3 = SIMDSupport.load8(k3 + d)
+                let v3 = E.load8(k3 + d)
                 a3.addProduct(x, v3)
                 b3.addProduct(y, v3)
                 d += 8
@@ -64,7 +66,8 @@ enum AttentionKernels {
             var s = sums(a0, a1, a2, a3, b0, b1, b2, b3)
             while d < hd {
                 let x = q0[d], y = q1[d]
-                s += SIMD8<Float>(x * k0[d], x * k1[d], x * k2[d], x * k3[d], y * k0[d], y * k1[d], y * k2[d], y * k3[d])
+                let c0 = E.float(k0[d]), c1 = E.float(k1[d]), c2 = E.float(k2[d]), c3 = E.float(k3[d])
+                s += SIMD8<Float>(x * c0, x * c1, x * c2, x * c3, y * c0, y * c1, y * c2, y * c3)
                 d += 1
             }
             s *= scale
@@ -114,8 +117,8 @@ enum AttentionKernels {
     /// multiply-add per value and dimension, in that order, from zero. `values` rows are
     /// `headDimension` apart. The second query may repeat the first (same pointers).
     @inline(__always)
-    static func weightedValues(
-        values: UnsafePointer<Float>, shared: Int, headDimension hd: Int,
+    static func weightedValues<E: KVElement>(
+        values: UnsafePointer<E>, shared: Int, headDimension hd: Int,
         _ p0: UnsafePointer<Float>, steps steps0: UnsafePointer<Int32>, extra extra0: Int, out out0: UnsafeMutablePointer<Float>,
         _ p1: UnsafePointer<Float>, steps steps1: UnsafePointer<Int32>, extra extra1: Int, out out1: UnsafeMutablePointer<Float>
     ) {
@@ -131,16 +134,16 @@ enum AttentionKernels {
             var row = values + d
             for v in 0..<shared {
                 let x = SIMD8<Float>(repeating: p0[v]), y = SIMD8<Float>(repeating: p1[v])
-                let v0 = SIMDSupport.load8(row)
+                let v0 = E.load8(row)
                 a0.addProduct(x, v0)
                 b0.addProduct(y, v0)
-                let v1 = SIMDSupport.load8(row + 8)
+                let v1 = E.load8(row + 8)
                 a1.addProduct(x, v1)
                 b1.addProduct(y, v1)
-                let v2 = SIMDSupport.load8(row + 16)
+                let v2 = E.load8(row + 16)
                 a2.addProduct(x, v2)
                 b2.addProduct(y, v2)
-                let v3 = SIMDSupport.load8(row + 24)
+                let v3 = E.load8(row + 24)
                 a3.addProduct(x, v3)
                 b3.addProduct(y, v3)
                 row += hd
@@ -148,18 +151,18 @@ enum AttentionKernels {
             for t in 0..<extra0 {
                 let x = SIMD8<Float>(repeating: p0[shared + t])
                 let r = values + (shared + Int(steps0[t])) * hd + d
-                a0.addProduct(x, SIMDSupport.load8(r))
-                a1.addProduct(x, SIMDSupport.load8(r + 8))
-                a2.addProduct(x, SIMDSupport.load8(r + 16))
-                a3.addProduct(x, SIMDSupport.load8(r + 24))
+                a0.addProduct(x, E.load8(r))
+                a1.addProduct(x, E.load8(r + 8))
+                a2.addProduct(x, E.load8(r + 16))
+                a3.addProduct(x, E.load8(r + 24))
             }
             for t in 0..<extra1 {
                 let y = SIMD8<Float>(repeating: p1[shared + t])
                 let r = values + (shared + Int(steps1[t])) * hd + d
-                b0.addProduct(y, SIMDSupport.load8(r))
-                b1.addProduct(y, SIMDSupport.load8(r + 8))
-                b2.addProduct(y, SIMDSupport.load8(r + 16))
-                b3.addProduct(y, SIMDSupport.load8(r + 24))
+                b0.addProduct(y, E.load8(r))
+                b1.addProduct(y, E.load8(r + 8))
+                b2.addProduct(y, E.load8(r + 16))
+                b3.addProduct(y, E.load8(r + 24))
             }
             store(a0, out0 + d)
             store(a1, out0 + d + 8)
@@ -176,18 +179,18 @@ enum AttentionKernels {
             var a = SIMD8<Float>(), b = SIMD8<Float>()
             var row = values + d
             for v in 0..<shared {
-                let w = SIMDSupport.load8(row)
+                let w = E.load8(row)
                 a.addProduct(SIMD8<Float>(repeating: p0[v]), w)
                 b.addProduct(SIMD8<Float>(repeating: p1[v]), w)
                 row += hd
             }
             for t in 0..<extra0 {
                 a.addProduct(SIMD8<Float>(repeating: p0[shared + t]),
-                             SIMDSupport.load8(values + (shared + Int(steps0[t])) * hd + d))
+                             E.load8(values + (shared + Int(steps0[t])) * hd + d))
             }
             for t in 0..<extra1 {
                 b.addProduct(SIMD8<Float>(repeating: p1[shared + t]),
-                             SIMDSupport.load8(values + (shared + Int(steps1[t])) * hd + d))
+                             E.load8(values + (shared + Int(steps1[t])) * hd + d))
             }
             store(a, out0 + d)
             store(b, out1 + d)
@@ -197,11 +200,11 @@ enum AttentionKernels {
         while d < hd {
             var a: Float = 0, b: Float = 0
             for v in 0..<shared {
-                a.addProduct(p0[v], values[v * hd + d])
-                b.addProduct(p1[v], values[v * hd + d])
+                a.addProduct(p0[v], E.float(values[v * hd + d]))
+                b.addProduct(p1[v], E.float(values[v * hd + d]))
             }
-            for t in 0..<extra0 { a.addProduct(p0[shared + t], values[(shared + Int(steps0[t])) * hd + d]) }
-            for t in 0..<extra1 { b.addProduct(p1[shared + t], values[(shared + Int(steps1[t])) * hd + d]) }
+            for t in 0..<extra0 { a.addProduct(p0[shared + t], E.float(values[(shared + Int(steps0[t])) * hd + d])) }
+            for t in 0..<extra1 { b.addProduct(p1[shared + t], E.float(values[(shared + Int(steps1[t])) * hd + d])) }
             out0[d] = a
             out1[d] = b
             d += 1
@@ -210,26 +213,26 @@ enum AttentionKernels {
 
     /// `weightedValues` for one query (the same fused multiply-adds in the same order).
     @inline(__always)
-    static func weightedValues(
-        values: UnsafePointer<Float>, shared: Int, headDimension hd: Int,
+    static func weightedValues<E: KVElement>(
+        values: UnsafePointer<E>, shared: Int, headDimension hd: Int,
         _ p0: UnsafePointer<Float>, steps steps0: UnsafePointer<Int32>, extra extra0: Int, out out0: UnsafeMutablePointer<Float>
     ) {
         var d = 0
         while d + 64 <= hd {
             var a0 = SIMD8<Float>(), a1 = SIMD8<Float>(), a2 = SIMD8<Float>(), a3 = SIMD8<Float>()
             var a4 = SIMD8<Float>(), a5 = SIMD8<Float>(), a6 = SIMD8<Float>(), a7 = SIMD8<Float>()
-            @inline(__always) func add(_ p: Float, _ r: UnsafePointer<Float>) {
+            @inline(__always) func add(_ p: Float, _ r: UnsafePointer<E>) {
                 let x = SIMD8<Float>(repeating: p)
-                a0.addProduct(x, SIMDSupport.load8(r))
-                a1.addProduct(x, SIMDSupport.load8(r + 8))
-                a2.addProduct(x, SIMDSupport.load8(r + 16))
-                a3.addProduct(x, SIMDSupport.load8(r + 24))
-                a4.addProduct(x, SIMDSupport.load8(r + 32))
-                a5.addProduct(x, SIMDSupport.load8(r + 40))
-                a6.addProduct(x, SIMDSupport.load8(r + 48))
-                a7.addProduct(x, SIMDSupport.load8(r + 56))
+                a0.addProduct(x, E.load8(r))
+                a1.addProduct(x, E.load8(r + 8))
+                a2.addProduct(x, E.load8(r + 16))
+                a3.addProduct(x, E.load8(r + 24))
+                a4.addProduct(x, E.load8(r + 32))
+                a5.addProduct(x, E.load8(r + 40))
+                a6.addProduct(x, E.load8(r + 48))
+                a7.addProduct(x, E.load8(r + 56))
             }
-            var row = UnsafePointer(values) + d
+            var row = values + d
             for v in 0..<shared {
                 add(p0[v], row)
                 row += hd
@@ -249,20 +252,20 @@ enum AttentionKernels {
             var a = SIMD8<Float>()
             var row = values + d
             for v in 0..<shared {
-                a.addProduct(SIMD8<Float>(repeating: p0[v]), SIMDSupport.load8(row))
+                a.addProduct(SIMD8<Float>(repeating: p0[v]), E.load8(row))
                 row += hd
             }
             for t in 0..<extra0 {
                 a.addProduct(SIMD8<Float>(repeating: p0[shared + t]),
-                             SIMDSupport.load8(values + (shared + Int(steps0[t])) * hd + d))
+                             E.load8(values + (shared + Int(steps0[t])) * hd + d))
             }
             store(a, out0 + d)
             d += 8
         }
         while d < hd {
             var a: Float = 0
-            for v in 0..<shared { a.addProduct(p0[v], values[v * hd + d]) }
-            for t in 0..<extra0 { a.addProduct(p0[shared + t], values[(shared + Int(steps0[t])) * hd + d]) }
+            for v in 0..<shared { a.addProduct(p0[v], E.float(values[v * hd + d])) }
+            for t in 0..<extra0 { a.addProduct(p0[shared + t], E.float(values[(shared + Int(steps0[t])) * hd + d])) }
             out0[d] = a
             d += 1
         }

@@ -1,38 +1,92 @@
+/// How a KV cache stores keys and values (`--cache-type`): fp32 (exact), or IEEE fp16 (half the
+/// memory and the bytes attention reads per token; each value rounded to nearest even when it is
+/// written, as llama.cpp's default F16 cache does).
+public enum KVCacheType: String, Sendable, CaseIterable {
+    case f32, f16
+
+    /// Bytes per stored value.
+    public var elementBytes: Int { self == .f32 ? 4 : 2 }
+}
+
+/// A value type a KV cache stores (`Float` for an fp32 cache, `Float16` for an fp16 one), read by
+/// the attention kernels eight values at a time as fp32.
+public protocol KVElement {
+    static var cacheType: KVCacheType { get }
+    /// Eight stored values at `p` (any alignment) as fp32 (exact).
+    static func load8(_ p: UnsafePointer<Self>) -> SIMD8<Float>
+    /// One stored value as fp32 (exact).
+    static func float(_ value: Self) -> Float
+    /// `count` fp32 values stored at `to` (fp16: rounded to nearest even).
+    static func store(_ from: UnsafePointer<Float>, count: Int, to: UnsafeMutablePointer<Self>)
+}
+
+extension Float: KVElement {
+    public static var cacheType: KVCacheType { .f32 }
+    @inline(__always) public static func load8(_ p: UnsafePointer<Float>) -> SIMD8<Float> { SIMDSupport.load8(p) }
+    @inline(__always) public static func float(_ value: Float) -> Float { value }
+    @inline(__always) public static func store(_ from: UnsafePointer<Float>, count: Int, to: UnsafeMutablePointer<Float>) {
+        to.update(from: from, count: count)
+    }
+}
+
+extension Float16: KVElement {
+    public static var cacheType: KVCacheType { .f16 }
+    @inline(__always) public static func load8(_ p: UnsafePointer<Float16>) -> SIMD8<Float> {
+        SIMDSupport.loadHalf8(UnsafeRawPointer(p))
+    }
+    @inline(__always) public static func float(_ value: Float16) -> Float { Float(value) }
+    @inline(__always) public static func store(_ from: UnsafePointer<Float>, count: Int, to: UnsafeMutablePointer<Float16>) {
+        for i in 0..<count { to[i] = Float16(from[i]) }
+    }
+}
+
 /// Keys and values of every layer for the tokens a sequence has committed, plus room for the
 /// tokens of the step in flight.
 ///
-/// Layout per layer: [kvHeads, capacity, headDim] fp32, so one head's keys are contiguous. A step
-/// with n new tokens writes them at slots committed ..< committed + n; `commit` then keeps some of
-/// them (the accepted path of a tree, or all of them for prefill and plain decoding) by moving them
-/// down to committed, committed + 1, ... Slots beyond `committed` are scratch and are overwritten.
+/// Layout per layer: [kvHeads, capacity, headDim] of the cache's type (fp32 or fp16), so one head's
+/// keys are contiguous. A step with n new tokens writes them at slots committed ..< committed + n;
+/// `commit` then keeps some of them (the accepted path of a tree, or all of them for prefill and
+/// plain decoding) by moving them down to committed, committed + 1, ... Slots beyond `committed`
+/// are scratch and are overwritten.
 public final class KVCache: @unchecked Sendable {
     // Owned by one forward pass at a time (the rank's engine thread); not shared concurrently.
     public let layerCount: Int
     public let kvHeadCount: Int
     public let headDimension: Int
     public let capacity: Int
+    public let type: KVCacheType
     public private(set) var committed = 0
     /// When non-nil, every change to the committed prefix is also appended here (rank 0 of a
     /// group records them for the next step plan; the other ranks replay them with `apply`).
     var journal: [Operation]?
-    private let keys: UnsafeMutablePointer<Float>
-    private let values: UnsafeMutablePointer<Float>
+    private let keys: UnsafeMutableRawPointer
+    private let values: UnsafeMutableRawPointer
+    /// Elements between layers and between heads.
     private let layerStride: Int
     private let headStride: Int
 
-    public init(layerCount: Int, kvHeadCount: Int, headDimension: Int, capacity: Int) {
+    public init(layerCount: Int, kvHeadCount: Int, headDimension: Int, capacity: Int, type: KVCacheType = .f32) {
         precondition(layerCount > 0 && kvHeadCount > 0 && headDimension > 0 && capacity > 0)
         self.layerCount = layerCount
         self.kvHeadCount = kvHeadCount
         self.headDimension = headDimension
         self.capacity = capacity
+        self.type = type
         headStride = capacity * headDimension
         layerStride = kvHeadCount * headStride
-        let total = layerCount * layerStride
-        keys = .allocate(capacity: total)
-        keys.initialize(repeating: 0, count: total)
-        values = .allocate(capacity: total)
-        values.initialize(repeating: 0, count: total)
+        let bytes = layerCount * layerStride * type.elementBytes
+        keys = .allocate(byteCount: bytes, alignment: 64)
+        keys.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
+        values = .allocate(byteCount: bytes, alignment: 64)
+        values.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
+        switch type {
+        case .f32:
+            keys.bindMemory(to: Float.self, capacity: bytes / 4)
+            values.bindMemory(to: Float.self, capacity: bytes / 4)
+        case .f16:
+            keys.bindMemory(to: Float16.self, capacity: bytes / 2)
+            values.bindMemory(to: Float16.self, capacity: bytes / 2)
+        }
     }
 
     deinit {
@@ -41,7 +95,7 @@ public final class KVCache: @unchecked Sendable {
     }
 
     /// Bytes held by keys and values.
-    public var byteCount: Int { 2 * layerCount * layerStride * MemoryLayout<Float>.size }
+    public var byteCount: Int { 2 * layerCount * layerStride * type.elementBytes }
 
     /// Free slots after the committed ones.
     public var available: Int { capacity - committed }
@@ -70,16 +124,19 @@ public final class KVCache: @unchecked Sendable {
         journal?.append(.reset)
     }
 
-    /// Start of head `head`'s keys in `layer`: [capacity, headDim].
+    /// Start of head `head`'s keys in `layer`: [capacity, headDim] of `E`, which must be the
+    /// cache's element type.
     @inline(__always)
-    public func keys(layer: Int, head: Int) -> UnsafeMutablePointer<Float> {
-        keys + layer * layerStride + head * headStride
+    public func keys<E: KVElement>(layer: Int, head: Int, as: E.Type) -> UnsafeMutablePointer<E> {
+        precondition(E.cacheType == type, "a \(type) cache read as \(E.cacheType)")
+        return keys.assumingMemoryBound(to: E.self) + layer * layerStride + head * headStride
     }
 
-    /// Start of head `head`'s values in `layer`: [capacity, headDim].
+    /// Start of head `head`'s values in `layer`: [capacity, headDim] of `E` (the cache's type).
     @inline(__always)
-    public func values(layer: Int, head: Int) -> UnsafeMutablePointer<Float> {
-        values + layer * layerStride + head * headStride
+    public func values<E: KVElement>(layer: Int, head: Int, as: E.Type) -> UnsafeMutablePointer<E> {
+        precondition(E.cacheType == type, "a \(type) cache read as \(E.cacheType)")
+        return values.assumingMemoryBound(to: E.self) + layer * layerStride + head * headStride
     }
 
     /// Keeps step slots `kept` (offsets from `committed`, strictly increasing), moving them to
@@ -92,12 +149,12 @@ public final class KVCache: @unchecked Sendable {
             guard offset != i else { continue }
             let from = committed + offset
             let to = committed + i
+            let bytes = headDimension * type.elementBytes
             for layer in 0..<layerCount {
                 for head in 0..<kvHeadCount {
-                    let k = keys(layer: layer, head: head)
-                    let v = values(layer: layer, head: head)
-                    (k + to * headDimension).update(from: k + from * headDimension, count: headDimension)
-                    (v + to * headDimension).update(from: v + from * headDimension, count: headDimension)
+                    let start = (layer * layerStride + head * headStride) * type.elementBytes
+                    (keys + start + to * bytes).copyMemory(from: keys + start + from * bytes, byteCount: bytes)
+                    (values + start + to * bytes).copyMemory(from: values + start + from * bytes, byteCount: bytes)
                 }
             }
         }

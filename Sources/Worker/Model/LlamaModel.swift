@@ -62,6 +62,8 @@ public final class LlamaModel: @unchecked Sendable {
     public var profile: StepProfile?
     /// How the quantized weight matrices take their inputs (`--matmul-inputs`).
     public let matmulInputs: MatMulInputs
+    /// How the KV caches store keys and values (`--cache-type`).
+    public let kvCacheType: KVCacheType
     /// Vocabulary-parallel LM head: rank r owns rows r * vocabularyChunk ..< min(vocabulary,
     /// (r + 1) * vocabularyChunk) of `weights.output` (all of them on a group of one).
     private let vocabularyChunk: Int
@@ -79,16 +81,18 @@ public final class LlamaModel: @unchecked Sendable {
     ///   - communicator: the tensor-parallel group; this process is its rank.
     ///   - matmulInputs: int16 (the default: faster, activations rounded per block to 2^-16 of the
     ///     block's largest) or exact fp32 activations for the Q8_0/Q4_0/Q4_1 weight products.
+    ///   - kvCacheType: fp32 (exact) or fp16 keys and values in the caches.
     public init(
         config: LlamaConfig, weights: LlamaWeights, contextLength: Int, maxStepTokens: Int = 512,
         threads: Int, sequences: Int = 1, communicator: any Communicator = SingleProcessCommunicator(),
-        matmulInputs: MatMulInputs = .int16
+        matmulInputs: MatMulInputs = .int16, kvCacheType: KVCacheType = .f32
     ) throws(ShardError) {
         precondition(sequences >= 1, "a model needs at least one sequence slot")
         let layout = try ShardLayout(config: config, rank: communicator.rank, size: communicator.size)
         self.layout = layout
         self.config = config
         self.matmulInputs = matmulInputs
+        self.kvCacheType = kvCacheType
         var shard = try weights.shard(layout, config: config)
         let vocabulary = config.vocabularySize
         vocabularyChunk = (vocabulary + communicator.size - 1) / communicator.size
@@ -106,7 +110,7 @@ public final class LlamaModel: @unchecked Sendable {
         let capacity = max(1, min(contextLength, config.contextLength))
         caches = (0..<sequences).map { _ in
             KVCache(layerCount: config.layerCount, kvHeadCount: layout.localKVHeadCount,
-                    headDimension: config.headDimension, capacity: capacity)
+                    headDimension: config.headDimension, capacity: capacity, type: kvCacheType)
         }
         self.maxStepTokens = max(1, min(maxStepTokens, capacity))
         pool = ThreadPool(threadCount: max(1, threads))
@@ -120,13 +124,14 @@ public final class LlamaModel: @unchecked Sendable {
     /// Opens a GGUF file and builds this rank's part of the model on it.
     public convenience init(
         gguf: GGUFFile, contextLength: Int = 2048, maxStepTokens: Int = 512, threads: Int, sequences: Int = 1,
-        communicator: any Communicator = SingleProcessCommunicator(), matmulInputs: MatMulInputs = .int16
+        communicator: any Communicator = SingleProcessCommunicator(), matmulInputs: MatMulInputs = .int16,
+        kvCacheType: KVCacheType = .f32
     ) throws {
         let config = try LlamaConfig(gguf: gguf)
         let weights = try LlamaWeights(gguf: gguf, config: config)
         try self.init(config: config, weights: weights, contextLength: contextLength,
                       maxStepTokens: maxStepTokens, threads: threads, sequences: sequences, communicator: communicator,
-                      matmulInputs: matmulInputs)
+                      matmulInputs: matmulInputs, kvCacheType: kvCacheType)
     }
 
     /// The cache of sequence 0: the only one of a single-sequence model.
@@ -422,6 +427,13 @@ public final class LlamaModel: @unchecked Sendable {
 
     /// Copies the step's rotated keys and its values into their sequences' cache slots.
     private func storeKeysAndValues(layer: Int, n: Int) {
+        switch kvCacheType {
+        case .f32: storeKeysAndValues(Float.self, layer: layer, n: n)
+        case .f16: storeKeysAndValues(Float16.self, layer: layer, n: n)
+        }
+    }
+
+    private func storeKeysAndValues<E: KVElement>(_: E.Type, layer: Int, n: Int) {
         let hd = config.headDimension
         let kvDim = layout.localKVHeadCount * hd
         let b = buffers
@@ -429,8 +441,8 @@ public final class LlamaModel: @unchecked Sendable {
             let cache = caches[Int(b.tokenSequence[i])]
             let slot = Int(b.slot[i])
             for h in 0..<layout.localKVHeadCount {
-                (cache.keys(layer: layer, head: h) + slot * hd).update(from: b.k + i * kvDim + h * hd, count: hd)
-                (cache.values(layer: layer, head: h) + slot * hd).update(from: b.v + i * kvDim + h * hd, count: hd)
+                E.store(b.k + i * kvDim + h * hd, count: hd, to: cache.keys(layer: layer, head: h, as: E.self) + slot * hd)
+                E.store(b.v + i * kvDim + h * hd, count: hd, to: cache.values(layer: layer, head: h, as: E.self) + slot * hd)
             }
         }
     }
@@ -445,6 +457,13 @@ public final class LlamaModel: @unchecked Sendable {
     /// query's visible scores in slot order, and sums the values the same way; `AttentionKernels`
     /// keeps every query's arithmetic independent of the unit it is in.
     private func attend(layer: Int, n: Int, mask: TreeMask) {
+        switch kvCacheType {
+        case .f32: attend(Float.self, layer: layer, n: n, mask: mask)
+        case .f16: attend(Float16.self, layer: layer, n: n, mask: mask)
+        }
+    }
+
+    private func attend<E: KVElement>(_: E.Type, layer: Int, n: Int, mask: TreeMask) {
         let hd = config.headDimension
         let qDim = layout.localHeadCount * hd
         let scale = 1 / Float(hd).squareRoot()
@@ -458,8 +477,8 @@ public final class LlamaModel: @unchecked Sendable {
             let queries = (rowEnd - rowStart) * groupHeads
             let kvHead = layout.localKVHead(forLocalHead: headStart)
             let cache = caches[Int(b.tokenSequence[rowStart])]
-            let keys = cache.keys(layer: layer, head: kvHead)
-            let values = cache.values(layer: layer, head: kvHead)
+            let keys = UnsafePointer(cache.keys(layer: layer, head: kvHead, as: E.self))
+            let values = UnsafePointer(cache.values(layer: layer, head: kvHead, as: E.self))
             let committed = cache.committed
             let runStart = Int(b.runStart[rowStart])
             let scores = b.scores + thread * b.unitQueries * b.scoreStride
