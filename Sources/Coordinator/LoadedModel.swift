@@ -22,7 +22,7 @@ public final class LoadedModel {
     public init(
         path: String, contextLength: Int, threads: Int, sequences: Int = 1, chatTemplate override: ChatTemplate? = nil,
         communicator: any Communicator = SingleProcessCommunicator(), matmulInputs: MatMulInputs = .int16,
-        kvCacheType: KVCacheType = .f32
+        kvCacheType: KVCacheType = .f16
     ) throws {
         self.path = path
         let tokens: (file: String, key: String)

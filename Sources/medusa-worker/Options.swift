@@ -18,7 +18,7 @@ struct ModelOptions: ParsableArguments {
     var matmulInputs: MatMulInputs = .int16
 
     @Option(help: ArgumentHelp(cacheTypeHelp, valueName: "f32|f16"))
-    var cacheType: KVCacheType = .f32
+    var cacheType: KVCacheType = .f16
 
     var modelPath: String { model ?? DefaultModel.resolve() }
 
@@ -50,9 +50,9 @@ let matmulInputsHelp = """
 extension KVCacheType: ExpressibleByArgument {}
 
 let cacheTypeHelp = """
-    How the KV cache stores keys and values: f32 (exact), or f16 (half the memory and half the \
-    bytes attention reads per token at long contexts; values rounded to fp16 as llama.cpp's default \
-    cache does).
+    How the KV cache stores keys and values: f16 rounds them to fp16 as llama.cpp's default cache \
+    does (half the memory, and half the bytes attention reads per token at long contexts); f32 \
+    keeps them exact (matches an fp32 forward).
     """
 
 /// Writes text to stdout now (no buffering), so generated text streams.

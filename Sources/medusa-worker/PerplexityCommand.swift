@@ -31,7 +31,7 @@ struct PerplexityCommand: ParsableCommand {
     var matmulInputs: MatMulInputs = .int16
 
     @Option(help: ArgumentHelp(cacheTypeHelp, valueName: "f32|f16"))
-    var cacheType: KVCacheType = .f32
+    var cacheType: KVCacheType = .f16
 
     @Flag(help: "Print one JSON object: ppl, tokens_scored, chunks.")
     var json = false

@@ -306,6 +306,12 @@ import Worker
         let ppl = json["ppl"] as? Double ?? .nan
         #expect(json["tokens_scored"] as? Int == reference["tokens_scored"] as? Int)
         #expect(abs(ppl - referencePPL) / referencePPL < 0.01, "ours \(ppl), numpy reference \(referencePPL)")
+        // Exact activations and an fp32 cache: only the summation order differs from numpy.
+        let exact = try BinaryRunner.run(["perplexity", "--model", model, "--file", text, "--ctx", "128", "--chunks", "4",
+                                          "--matmul-inputs", "fp32", "--cache-type", "f32", "--json"])
+        #expect(exact.status == 0, "\(exact.stderr)")
+        let exactPPL = try exact.json()["ppl"] as? Double ?? .nan
+        #expect(abs(exactPPL - referencePPL) / referencePPL < 1e-4, "exact \(exactPPL), numpy reference \(referencePPL)")
     }
 }
 

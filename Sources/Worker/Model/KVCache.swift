@@ -1,6 +1,6 @@
-/// How a KV cache stores keys and values (`--cache-type`): fp32 (exact), or IEEE fp16 (half the
-/// memory and the bytes attention reads per token; each value rounded to nearest even when it is
-/// written, as llama.cpp's default F16 cache does).
+/// How a KV cache stores keys and values (`--cache-type`): IEEE fp16 (the default: half the memory
+/// and the bytes attention reads per token; each value rounded to nearest even when it is written,
+/// as llama.cpp's default F16 cache does), or fp32 (exact).
 public enum KVCacheType: String, Sendable, CaseIterable {
     case f32, f16
 

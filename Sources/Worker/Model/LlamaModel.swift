@@ -81,11 +81,11 @@ public final class LlamaModel: @unchecked Sendable {
     ///   - communicator: the tensor-parallel group; this process is its rank.
     ///   - matmulInputs: int16 (the default: faster, activations rounded per block to 2^-16 of the
     ///     block's largest) or exact fp32 activations for the Q8_0/Q4_0/Q4_1 weight products.
-    ///   - kvCacheType: fp32 (exact) or fp16 keys and values in the caches.
+    ///   - kvCacheType: fp16 keys and values in the caches (the default, as llama.cpp's) or fp32 (exact).
     public init(
         config: LlamaConfig, weights: LlamaWeights, contextLength: Int, maxStepTokens: Int = 512,
         threads: Int, sequences: Int = 1, communicator: any Communicator = SingleProcessCommunicator(),
-        matmulInputs: MatMulInputs = .int16, kvCacheType: KVCacheType = .f32
+        matmulInputs: MatMulInputs = .int16, kvCacheType: KVCacheType = .f16
     ) throws(ShardError) {
         precondition(sequences >= 1, "a model needs at least one sequence slot")
         let layout = try ShardLayout(config: config, rank: communicator.rank, size: communicator.size)
@@ -125,7 +125,7 @@ public final class LlamaModel: @unchecked Sendable {
     public convenience init(
         gguf: GGUFFile, contextLength: Int = 2048, maxStepTokens: Int = 512, threads: Int, sequences: Int = 1,
         communicator: any Communicator = SingleProcessCommunicator(), matmulInputs: MatMulInputs = .int16,
-        kvCacheType: KVCacheType = .f32
+        kvCacheType: KVCacheType = .f16
     ) throws {
         let config = try LlamaConfig(gguf: gguf)
         let weights = try LlamaWeights(gguf: gguf, config: config)
