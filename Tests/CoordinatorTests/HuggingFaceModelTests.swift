@@ -62,8 +62,10 @@ import Worker
             let tokens = fromGGUF.tokenizer.encode(text, addSpecial: true, parseSpecial: true)
             #expect(fromFolder.tokenizer.encode(text, addSpecial: true, parseSpecial: true) == tokens)
             let a = try Self.logits(fromGGUF, tokens), b = try Self.logits(fromFolder, tokens)
-            // Only the order of the head dimensions in q.k differs (permuted rows).
-            #expect(Self.largestDifference(b, a) < 1e-5, "\(text.debugDescription): \(Self.largestDifference(b, a))")
+            // Only the order of the head dimensions in q.k differs (permuted rows): each score is one
+            // chain of fused multiply-adds over the dimensions, so the order moves logits by up to
+            // 4.9e-5 (measured).
+            #expect(Self.largestDifference(b, a) < 2e-4, "\(text.debugDescription): \(Self.largestDifference(b, a))")
             // The default fp16 KV cache: the reference rounds its keys and values the same way.
             let reference = p.synthetic.referenceLogits(tokens, tiedEmbeddings: tied, halfCache: true)
             #expect(Self.largestDifference(b, reference.map { $0.map(Float.init) }) < 1e-4)

@@ -106,55 +106,56 @@ import Testing
         }
     }
 
-    /// Scores, softmax and weighted values of one query alone equal its results paired with
-    /// another query and with the keys in other blocks.
-    @Test(arguments: [8, 12, 16, 40, 64])
+    /// Scores, softmax and weighted values of one query alone equal its results grouped with other
+    /// queries (in any position), and scores follow the documented arithmetic.
+    @Test(arguments: [8, 12, 16, 20, 40, 64])
     func kernelsAreIndependentOfPairing(headDimension hd: Int) {
         var rng = SystemRandomNumberGenerator()
         let keyCount = 37
-        let keys = (0..<(keyCount * hd)).map { _ in Float.random(in: -2...2, using: &rng) }
+        let tile = KVCache.keyTile
+        // One key tile (random past keyCount too: those lanes must not matter) and the keys it holds.
+        let tileKeys = (0..<(tile * hd)).map { _ in Float.random(in: -2...2, using: &rng) }
+        func key(_ j: Int, _ d: Int) -> Float { tileKeys[KVCache.keyOffset(slot: j, dimension: d, headDimension: hd)] }
         let values = (0..<(keyCount * hd)).map { _ in Float.random(in: -2...2, using: &rng) }
-        let q = (0..<(2 * hd)).map { _ in Float.random(in: -2...2, using: &rng) }
-        let stride = 48
-        var alone = [Float](repeating: 0, count: 2 * stride), pair = alone, split = alone
-        keys.withUnsafeBufferPointer { k in
+        let q = (0..<(4 * hd)).map { _ in Float.random(in: -2...2, using: &rng) }
+        let stride = 64
+        var alone = [Float](repeating: 0, count: 4 * stride), grouped = alone, shuffled = alone
+        tileKeys.withUnsafeBufferPointer { k in
             q.withUnsafeBufferPointer { q in
-                let q0 = q.baseAddress!, q1 = q0 + hd, kp = k.baseAddress!
+                let kp = k.baseAddress!
+                let qs = (0..<4).map { q.baseAddress! + $0 * hd }
                 alone.withUnsafeMutableBufferPointer { s in
-                    AttentionKernels.scores(q0, q0, keys: kp, count: keyCount, headDimension: hd, scale: 0.3,
-                                            into: s.baseAddress!, s.baseAddress!)
-                    AttentionKernels.scores(q1, q1, keys: kp, count: keyCount, headDimension: hd, scale: 0.3,
-                                            into: s.baseAddress! + stride, s.baseAddress! + stride)
-                }
-                pair.withUnsafeMutableBufferPointer { s in
-                    AttentionKernels.scores(q0, q1, keys: kp, count: keyCount, headDimension: hd, scale: 0.3,
-                                            into: s.baseAddress!, s.baseAddress! + stride)
-                }
-                split.withUnsafeMutableBufferPointer { s in
-                    for (lo, hi) in [(0, 5), (5, 6), (6, 30), (30, 37)] {
-                        AttentionKernels.scores(q1, q0, keys: kp + lo * hd, count: hi - lo, headDimension: hd, scale: 0.3,
-                                                into: s.baseAddress! + stride + lo, s.baseAddress! + lo)
+                    for g in 0..<4 {
+                        let o = s.baseAddress! + g * stride
+                        AttentionKernels.scores(qs[g], qs[g], qs[g], qs[g], keyTile: kp, count: keyCount, headDimension: hd,
+                                                scale: 0.3, into: o, o, o, o)
                     }
+                }
+                grouped.withUnsafeMutableBufferPointer { s in
+                    let o = (0..<4).map { s.baseAddress! + $0 * stride }
+                    AttentionKernels.scores(qs[0], qs[1], qs[2], qs[3], keyTile: kp, count: keyCount, headDimension: hd,
+                                            scale: 0.3, into: o[0], o[1], o[2], o[3])
+                }
+                shuffled.withUnsafeMutableBufferPointer { s in
+                    // Three queries (the last repeated), then one and a pair; shorter counts.
+                    let o = (0..<4).map { s.baseAddress! + $0 * stride }
+                    AttentionKernels.scores(qs[3], qs[1], qs[2], qs[2], keyTile: kp, count: keyCount, headDimension: hd,
+                                            scale: 0.3, into: o[3], o[1], o[2], o[2])
+                    AttentionKernels.scores(qs[0], qs[0], qs[0], qs[0], keyTile: kp, count: 20, headDimension: hd,
+                                            scale: 0.3, into: o[0], o[0], o[0], o[0])
+                    AttentionKernels.scores(qs[0], qs[0], qs[0], qs[0], keyTile: kp + 16, count: keyCount - 16,
+                                            headDimension: hd, scale: 0.3, into: o[0] + 16, o[0] + 16, o[0] + 16, o[0] + 16)
                 }
             }
         }
         for i in 0..<keyCount {
-            for r in 0..<2 {
-                // The documented arithmetic: FMA lanes over 8-value chunks, SIMDSupport.sum, the rest one by one.
-                var acc = SIMD8<Float>()
-                var d = 0
-                while d + 8 <= hd {
-                    acc.addProduct(SIMD8(q[(r * hd + d)..<(r * hd + d + 8)]), SIMD8(keys[(i * hd + d)..<(i * hd + d + 8)]))
-                    d += 8
-                }
-                var dot = SIMDSupport.sum(acc)
-                while d < hd {
-                    dot += q[r * hd + d] * keys[i * hd + d]
-                    d += 1
-                }
+            for r in 0..<4 {
+                // The documented arithmetic: one fused multiply-add chain over the dimensions, then the scale.
+                var dot: Float = 0
+                for d in 0..<hd { dot.addProduct(q[r * hd + d], key(i, d)) }
                 #expect(alone[r * stride + i].bitPattern == (dot * 0.3).bitPattern)
-                #expect(alone[r * stride + i].bitPattern == pair[r * stride + i].bitPattern)
-                #expect(alone[r * stride + i].bitPattern == split[r * stride + i].bitPattern)
+                #expect(alone[r * stride + i].bitPattern == grouped[r * stride + i].bitPattern)
+                #expect(alone[r * stride + i].bitPattern == shuffled[r * stride + i].bitPattern)
             }
         }
         // Softmax over 30 scores then values: 25 shared rows plus steps {1, 4, 9} past them for query 0,
@@ -210,7 +211,7 @@ import Testing
     func halfKeysAndValuesReadAsTheirFloatValues(headDimension hd: Int) {
         var rng = SystemRandomNumberGenerator()
         let keyCount = 19
-        let halfKeys = (0..<(keyCount * hd)).map { _ in Float16(Float.random(in: -3...3, using: &rng)) }
+        let halfKeys = (0..<(KVCache.keyTile * hd)).map { _ in Float16(Float.random(in: -3...3, using: &rng)) }
         let halfValues = (0..<(keyCount * hd)).map { _ in Float16(Float.random(in: -3...3, using: &rng)) }
         let keys = halfKeys.map { Float($0) }, values = halfValues.map { Float($0) }
         let q = (0..<(2 * hd)).map { _ in Float.random(in: -2...2, using: &rng) }
@@ -220,14 +221,16 @@ import Testing
             let q0 = q.baseAddress!, q1 = q0 + hd
             fromHalf.withUnsafeMutableBufferPointer { s in
                 halfKeys.withUnsafeBufferPointer { k in
-                    AttentionKernels.scores(q0, q1, keys: k.baseAddress!, count: keyCount, headDimension: hd, scale: 0.25,
-                                            into: s.baseAddress!, s.baseAddress! + stride)
+                    let s0 = s.baseAddress!, s1 = s0 + stride
+                    AttentionKernels.scores(q0, q1, q1, q1, keyTile: k.baseAddress!, count: keyCount, headDimension: hd,
+                                            scale: 0.25, into: s0, s1, s1, s1)
                 }
             }
             fromFloat.withUnsafeMutableBufferPointer { s in
                 keys.withUnsafeBufferPointer { k in
-                    AttentionKernels.scores(q0, q1, keys: k.baseAddress!, count: keyCount, headDimension: hd, scale: 0.25,
-                                            into: s.baseAddress!, s.baseAddress! + stride)
+                    let s0 = s.baseAddress!, s1 = s0 + stride
+                    AttentionKernels.scores(q0, q1, q1, q1, keyTile: k.baseAddress!, count: keyCount, headDimension: hd,
+                                            scale: 0.25, into: s0, s1, s1, s1)
                 }
             }
         }

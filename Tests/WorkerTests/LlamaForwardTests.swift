@@ -183,12 +183,18 @@ import Testing
     /// root-to-node path were decoded token by token; committing a path keeps exactly its KV.
     @Test(arguments: [TensorType.f32, .q4_1], MatMulInputs.allCases)
     func treeStepMatchesDecodingEachPath(type: TensorType, inputs: MatMulInputs) throws {
-        for cache in KVCacheType.allCases { try treeStepMatchesDecodingEachPath(type: type, inputs: inputs, cache: cache) }
+        for cache in KVCacheType.allCases {
+            // A short prefix, and one whose tree straddles the cache's first key tile (slots 60-65).
+            for prefixLength in [6, 60] {
+                try treeStepMatchesDecodingEachPath(type: type, inputs: inputs, cache: cache, prefixLength: prefixLength)
+            }
+        }
     }
 
-    func treeStepMatchesDecodingEachPath(type: TensorType, inputs: MatMulInputs, cache: KVCacheType) throws {
+    func treeStepMatchesDecodingEachPath(type: TensorType, inputs: MatMulInputs, cache: KVCacheType,
+                                         prefixLength: Int) throws {
         let (_, model) = try Self.load(type: type, inputs: inputs, cache: cache)
-        let prefix: [Int32] = Array(Self.prompt.prefix(6))
+        let prefix: [Int32] = (0..<prefixLength).map { Self.prompt[$0 % Self.prompt.count] }
         //      tree:  0:a ─ 1:b ─ 3:d
         //              └─ 2:c ─ 4:e ─ 5:f
         let treeTokens: [Int32] = [40, 41, 42, 43, 44, 45]
@@ -204,7 +210,8 @@ import Testing
             var p = node
             while p >= 0 { path.insert(p, at: 0); p = parents[p] }
             let sequential = try Self.causalLogits(model, prefix + path.map { treeTokens[$0] })
-            #expect(sequential.last! == treeLogits[node], "\(cache) cache: node \(node) differs from its path decoded alone")
+            #expect(sequential.last! == treeLogits[node],
+                    "\(cache) cache, prefix \(prefixLength): node \(node) differs from its path decoded alone")
         }
 
         // Accept path 0 → 2 → 4, then decode one more token: same as decoding that sequence.
@@ -215,7 +222,7 @@ import Testing
         let next = try Self.forward(model, [7], positions: [Int32(model.cache.committed)], mask: .causal(1))
         let afterCommit = Self.logits(model, next, rows: 1)[0]
         let expected = try Self.causalLogits(model, prefix + [40, 42, 44, 7]).last!
-        #expect(afterCommit == expected, "\(cache) cache")
+        #expect(afterCommit == expected, "\(cache) cache, prefix \(prefixLength)")
     }
 
     /// A 16-node tree after 13 committed tokens (blocks of the attention kernels end mid-way), for

@@ -13,67 +13,81 @@ import _Builtin_intrinsics.intel
 /// accumulator per (query, key) or (query, dimension); ragged ends are padded by repeating a real
 /// query or key and dropping the copy's result.
 enum AttentionKernels {
-    /// scores0[k] = (q0 · keys[k]) * scale and scores1[k] = (q1 · keys[k]) * scale for k in 0..<count,
-    /// keys being rows of `headDimension` values `keyStride` apart. Each dot product: eight lanes of
-    /// fused multiply-adds over the head's 8-value chunks in order, the lanes summed by
-    /// `SIMDSupport.sum`, then any remaining dimensions added one by one. May write up to 3 entries
-    /// past `count` in each score row. `q1` may equal `q0` (and `scores1` equal `scores0`).
+    /// scores_g[j] = (q_g · key j) * scale for j in 0..<count and the four queries g, the keys being
+    /// one tile (`KVCache.keyOffset`: [headDimension, keyTile], key j's dimension d at d * keyTile + j).
+    /// Each dot product is one chain of fused multiply-adds over the dimensions in order, from zero
+    /// (lane j of a vector of 8 keys), then times `scale`: the same whatever the other queries of the
+    /// call and the key's place in it. Keys go in blocks of 16, so up to 15 entries past `count` may
+    /// be written (their keys are read from the tile, which is always `keyTile` wide). Queries may
+    /// repeat the previous one (with its score pointer): a repeat is not computed again.
     @inline(__always)
     static func scores<E: KVElement>(
-        _ q0: UnsafePointer<Float>, _ q1: UnsafePointer<Float>, keys: UnsafePointer<E>, count: Int,
-        headDimension hd: Int, scale: Float, into scores0: UnsafeMutablePointer<Float>,
-        _ scores1: UnsafeMutablePointer<Float>
+        _ q0: UnsafePointer<Float>, _ q1: UnsafePointer<Float>, _ q2: UnsafePointer<Float>, _ q3: UnsafePointer<Float>,
+        keyTile: UnsafePointer<E>, count: Int, headDimension hd: Int, scale: Float,
+        into s0: UnsafeMutablePointer<Float>, _ s1: UnsafeMutablePointer<Float>, _ s2: UnsafeMutablePointer<Float>,
+        _ s3: UnsafeMutablePointer<Float>
     ) {
-        var k = 0
-        while k < count {
-            // Keys past the end repeat the last one; their scores land past `count`.
-            let last = count - 1
-            let k0 = keys + k * hd
-            let k1 = keys + min(k + 1, last) * hd
-            let k2 = keys + min(k + 2, last) * hd
-            let k3 = keys + min(k + 3, last) * hd
-            var a0 = SIMD8<Float>(), a1 = SIMD8<Float>(), a2 = SIMD8<Float>(), a3 = SIMD8<Float>()
-            var b0 = SIMD8<Float>(), b1 = SIMD8<Float>(), b2 = SIMD8<Float>(), b3 = SIMD8<Float>()
-            var d = 0
-            if q0 == q1 {
-                // One query: the same lanes, computed once.
-                while d + 8 <= hd {
-                    let x = SIMDSupport.load8(q0 + d)
-                    a0.addProduct(x, E.load8(k0 + d))
-                    a1.addProduct(x, E.load8(k1 + d))
-                    a2.addProduct(x, E.load8(k2 + d))
-                    a3.addProduct(x, E.load8(k3 + d))
-                    d += 8
+        let distinct = q1 == q0 ? 1 : (q2 == q1 ? 2 : (q3 == q2 ? 3 : 4))
+        switch distinct {
+        case 1: scores(1, q0, q0, q0, q0, keyTile: keyTile, count: count, headDimension: hd, scale: scale, into: s0, s0, s0, s0)
+        case 2: scores(2, q0, q1, q1, q1, keyTile: keyTile, count: count, headDimension: hd, scale: scale, into: s0, s1, s1, s1)
+        case 3: scores(3, q0, q1, q2, q2, keyTile: keyTile, count: count, headDimension: hd, scale: scale, into: s0, s1, s2, s2)
+        default: scores(4, q0, q1, q2, q3, keyTile: keyTile, count: count, headDimension: hd, scale: scale, into: s0, s1, s2, s3)
+        }
+    }
+
+    /// `scores` for the first `g` queries (a constant after inlining: the other accumulators vanish).
+    @inline(__always)
+    private static func scores<E: KVElement>(
+        _ g: Int, _ q0: UnsafePointer<Float>, _ q1: UnsafePointer<Float>, _ q2: UnsafePointer<Float>,
+        _ q3: UnsafePointer<Float>, keyTile: UnsafePointer<E>, count: Int, headDimension hd: Int, scale: Float,
+        into s0: UnsafeMutablePointer<Float>, _ s1: UnsafeMutablePointer<Float>, _ s2: UnsafeMutablePointer<Float>,
+        _ s3: UnsafeMutablePointer<Float>
+    ) {
+        let width = KVCache.keyTile
+        let factor = SIMD8<Float>(repeating: scale)
+        var j = 0
+        while j < count {
+            var a0 = SIMD8<Float>(), a1 = SIMD8<Float>(), b0 = SIMD8<Float>(), b1 = SIMD8<Float>()
+            var c0 = SIMD8<Float>(), c1 = SIMD8<Float>(), e0 = SIMD8<Float>(), e1 = SIMD8<Float>()
+            var row = keyTile + j
+            for d in 0..<hd {
+                let low = E.load8(row), high = E.load8(row + 8)
+                let x = SIMD8<Float>(repeating: q0[d])
+                a0.addProduct(x, low)
+                a1.addProduct(x, high)
+                if g > 1 {
+                    let y = SIMD8<Float>(repeating: q1[d])
+                    b0.addProduct(y, low)
+                    b1.addProduct(y, high)
                 }
-                (b0, b1, b2, b3) = (a0, a1, a2, a3)
+                if g > 2 {
+                    let z = SIMD8<Float>(repeating: q2[d])
+                    c0.addProduct(z, low)
+                    c1.addProduct(z, high)
+                }
+                if g > 3 {
+                    let w = SIMD8<Float>(repeating: q3[d])
+                    e0.addProduct(w, low)
+                    e1.addProduct(w, high)
+                }
+                row += width
             }
-            while d + 8 <= hd {
-                let x = SIMDSupport.load8(q0 + d), y = SIMDSupport.load8(q1 + d)
-                let v0 = E.load8(k0 + d)
-                a0.addProduct(x, v0)
-                b0.addProduct(y, v0)
-                let v1 = E.load8(k1 + d)
-                a1.addProduct(x, v1)
-                b1.addProduct(y, v1)
-                let v2 = E.load8(k2 + d)
-                a2.addProduct(x, v2)
-                b2.addProduct(y, v2)
-                let v3 = E.load8(k3 + d)
-                a3.addProduct(x, v3)
-                b3.addProduct(y, v3)
-                d += 8
+            store(a0 * factor, s0 + j)
+            store(a1 * factor, s0 + j + 8)
+            if g > 1 {
+                store(b0 * factor, s1 + j)
+                store(b1 * factor, s1 + j + 8)
             }
-            var s = sums(a0, a1, a2, a3, b0, b1, b2, b3)
-            while d < hd {
-                let x = q0[d], y = q1[d]
-                let c0 = E.float(k0[d]), c1 = E.float(k1[d]), c2 = E.float(k2[d]), c3 = E.float(k3[d])
-                s += SIMD8<Float>(x * c0, x * c1, x * c2, x * c3, y * c0, y * c1, y * c2, y * c3)
-                d += 1
+            if g > 2 {
+                store(c0 * factor, s2 + j)
+                store(c1 * factor, s2 + j + 8)
             }
-            s *= scale
-            UnsafeMutableRawPointer(scores0 + k).storeBytes(of: s.lowHalf, as: SIMD4<Float>.self)
-            UnsafeMutableRawPointer(scores1 + k).storeBytes(of: s.highHalf, as: SIMD4<Float>.self)
-            k += 4
+            if g > 3 {
+                store(e0 * factor, s3 + j)
+                store(e1 * factor, s3 + j + 8)
+            }
+            j += 16
         }
     }
 
@@ -269,26 +283,6 @@ enum AttentionKernels {
             out0[d] = a
             d += 1
         }
-    }
-
-    /// (SIMDSupport.sum(v0), ..., SIMDSupport.sum(v7)): the same additions in the same tree, done
-    /// for the eight vectors at once by transposing as they go.
-    @inline(__always)
-    static func sums(
-        _ v0: SIMD8<Float>, _ v1: SIMD8<Float>, _ v2: SIMD8<Float>, _ v3: SIMD8<Float>,
-        _ v4: SIMD8<Float>, _ v5: SIMD8<Float>, _ v6: SIMD8<Float>, _ v7: SIMD8<Float>
-    ) -> SIMD8<Float> {
-        // Lanes 0-3 plus lanes 4-7: [four(v0) | four(v1)], ...
-        @inline(__always) func fours(_ a: SIMD8<Float>, _ b: SIMD8<Float>) -> SIMD8<Float> {
-            SIMD8(lowHalf: a.lowHalf, highHalf: b.lowHalf) + SIMD8(lowHalf: a.highHalf, highHalf: b.highHalf)
-        }
-        // Then lanes (0, 1) plus lanes (2, 3) of each four: [two(v0), two(v1), two(v2), two(v3)].
-        @inline(__always) func twos(_ a: SIMD8<Float>, _ b: SIMD8<Float>) -> SIMD8<Float> {
-            SIMD8(a[0], a[1], a[4], a[5], b[0], b[1], b[4], b[5]) + SIMD8(a[2], a[3], a[6], a[7], b[2], b[3], b[6], b[7])
-        }
-        let t = twos(fours(v0, v1), fours(v2, v3)), u = twos(fours(v4, v5), fours(v6, v7))
-        // Then lane 0 plus lane 1 of each two.
-        return SIMD8(lowHalf: t.evenHalf + t.oddHalf, highHalf: u.evenHalf + u.oddHalf)
     }
 
     /// Lanewise a > b ? a : b (so b where either is NaN), one instruction on x86-64.

@@ -43,8 +43,11 @@ extension Float16: KVElement {
 /// Keys and values of every layer for the tokens a sequence has committed, plus room for the
 /// tokens of the step in flight.
 ///
-/// Layout per layer: [kvHeads, capacity, headDim] of the cache's type (fp32 or fp16), so one head's
-/// keys are contiguous. A step with n new tokens writes them at slots committed ..< committed + n;
+/// Layout per layer and KV head, of the cache's type (fp32 or fp16), for `slots` (the capacity
+/// rounded up to a multiple of `keyTile`): values [slots, headDim] (one slot's values contiguous);
+/// keys in tiles of `keyTile` slots, each tile [headDim, keyTile] (a dimension of 64 consecutive
+/// slots contiguous, so attention scores 8 keys per vector with no horizontal sums, and a tile
+/// stays in L1 while several queries read it). A step with n new tokens writes them at slots committed ..< committed + n;
 /// `commit` then keeps some of them (the accepted path of a tree, or all of them for prefill and
 /// plain decoding) by moving them down to committed, committed + 1, ... Slots beyond `committed`
 /// are scratch and are overwritten.
@@ -65,6 +68,15 @@ public final class KVCache: @unchecked Sendable {
     private let layerStride: Int
     private let headStride: Int
 
+    /// Slots per key tile.
+    public static let keyTile = 64
+
+    /// Where slot `slot`'s dimension `d` sits among a head's keys.
+    @inline(__always)
+    public static func keyOffset(slot: Int, dimension d: Int, headDimension hd: Int) -> Int {
+        (slot / keyTile) * (keyTile * hd) + d * keyTile + slot % keyTile
+    }
+
     public init(layerCount: Int, kvHeadCount: Int, headDimension: Int, capacity: Int, type: KVCacheType = .f32) {
         precondition(layerCount > 0 && kvHeadCount > 0 && headDimension > 0 && capacity > 0)
         self.layerCount = layerCount
@@ -72,7 +84,7 @@ public final class KVCache: @unchecked Sendable {
         self.headDimension = headDimension
         self.capacity = capacity
         self.type = type
-        headStride = capacity * headDimension
+        headStride = (capacity + Self.keyTile - 1) / Self.keyTile * Self.keyTile * headDimension
         layerStride = kvHeadCount * headStride
         let bytes = layerCount * layerStride * type.elementBytes
         keys = .allocate(byteCount: bytes, alignment: 64)
@@ -124,15 +136,15 @@ public final class KVCache: @unchecked Sendable {
         journal?.append(.reset)
     }
 
-    /// Start of head `head`'s keys in `layer`: [capacity, headDim] of `E`, which must be the
-    /// cache's element type.
+    /// Start of head `head`'s keys in `layer`: tiles of `keyTile` slots, each [headDim, keyTile]
+    /// (`keyOffset`), of `E`, which must be the cache's element type.
     @inline(__always)
     public func keys<E: KVElement>(layer: Int, head: Int, as: E.Type) -> UnsafeMutablePointer<E> {
         precondition(E.cacheType == type, "a \(type) cache read as \(E.cacheType)")
         return keys.assumingMemoryBound(to: E.self) + layer * layerStride + head * headStride
     }
 
-    /// Start of head `head`'s values in `layer`: [capacity, headDim] of `E` (the cache's type).
+    /// Start of head `head`'s values in `layer`: [slots, headDim] of `E` (the cache's type).
     @inline(__always)
     public func values<E: KVElement>(layer: Int, head: Int, as: E.Type) -> UnsafeMutablePointer<E> {
         precondition(E.cacheType == type, "a \(type) cache read as \(E.cacheType)")
@@ -149,17 +161,38 @@ public final class KVCache: @unchecked Sendable {
             guard offset != i else { continue }
             let from = committed + offset
             let to = committed + i
-            let bytes = headDimension * type.elementBytes
-            for layer in 0..<layerCount {
-                for head in 0..<kvHeadCount {
-                    let start = (layer * layerStride + head * headStride) * type.elementBytes
-                    (keys + start + to * bytes).copyMemory(from: keys + start + from * bytes, byteCount: bytes)
-                    (values + start + to * bytes).copyMemory(from: values + start + from * bytes, byteCount: bytes)
-                }
+            switch type {
+            case .f32: move(Float.self, from: from, to: to)
+            case .f16: move(Float16.self, from: from, to: to)
             }
         }
         committed += kept.count
         journal?.append(.commitKept(kept))
+    }
+
+    /// Copies slot `from`'s keys and values to slot `to` in every layer and head.
+    private func move<E: KVElement>(_: E.Type, from: Int, to: Int) {
+        let hd = headDimension
+        for layer in 0..<layerCount {
+            for head in 0..<kvHeadCount {
+                let k = keys(layer: layer, head: head, as: E.self), v = values(layer: layer, head: head, as: E.self)
+                for d in 0..<hd {
+                    k[Self.keyOffset(slot: to, dimension: d, headDimension: hd)] =
+                        k[Self.keyOffset(slot: from, dimension: d, headDimension: hd)]
+                }
+                (v + to * hd).update(from: v + from * hd, count: hd)
+            }
+        }
+    }
+
+    /// Stores one slot's keys and values of one layer and KV head (rounded to the cache's type).
+    @inline(__always)
+    func store<E: KVElement>(_: E.Type, layer: Int, head: Int, slot: Int, keys k: UnsafePointer<Float>,
+                             values v: UnsafePointer<Float>) {
+        let hd = headDimension
+        let tile = keys(layer: layer, head: head, as: E.self) + (slot / Self.keyTile) * (Self.keyTile * hd) + slot % Self.keyTile
+        for d in 0..<hd { E.store(k + d, count: 1, to: tile + d * Self.keyTile) }
+        E.store(v, count: hd, to: values(layer: layer, head: head, as: E.self) + slot * hd)
     }
 
     /// Keeps the first `count` slots of the step (prefill, plain decoding).

@@ -441,8 +441,8 @@ public final class LlamaModel: @unchecked Sendable {
             let cache = caches[Int(b.tokenSequence[i])]
             let slot = Int(b.slot[i])
             for h in 0..<layout.localKVHeadCount {
-                E.store(b.k + i * kvDim + h * hd, count: hd, to: cache.keys(layer: layer, head: h, as: E.self) + slot * hd)
-                E.store(b.v + i * kvDim + h * hd, count: hd, to: cache.values(layer: layer, head: h, as: E.self) + slot * hd)
+                cache.store(E.self, layer: layer, head: h, slot: slot, keys: b.k + i * kvDim + h * hd,
+                            values: b.v + i * kvDim + h * hd)
             }
         }
     }
@@ -502,20 +502,23 @@ public final class LlamaModel: @unchecked Sendable {
             @inline(__always) func query(_ u: Int) -> UnsafeMutablePointer<Float> {
                 b.q + (rowStart + u / groupHeads) * qDim + (headStart + u % groupHeads) * hd
             }
-            // Scores, in key blocks so that a block stays in L1 while every query pair reads it.
-            let block = 64
+            // Scores, one key tile at a time (it stays in L1 while every group of four queries reads it).
+            let tile = KVCache.keyTile
             var k0 = 0
             while k0 < keyCount {
-                let count = min(block, keyCount - k0)
+                let count = min(tile, keyCount - k0)
                 var u = 0
                 while u < queries {
-                    let w = min(u + 1, queries - 1)
-                    AttentionKernels.scores(query(u), query(w), keys: keys + k0 * hd, count: count, headDimension: hd,
-                                            scale: scale, into: scores + u * b.scoreStride + k0,
-                                            scores + w * b.scoreStride + k0)
-                    u += 2
+                    let last = queries - 1
+                    let u1 = min(u + 1, last), u2 = min(u + 2, last), u3 = min(u + 3, last)
+                    AttentionKernels.scores(
+                        query(u), query(u1), query(u2), query(u3), keyTile: keys + k0 * hd, count: count,
+                        headDimension: hd, scale: scale,
+                        into: scores + u * b.scoreStride + k0, scores + u1 * b.scoreStride + k0,
+                        scores + u2 * b.scoreStride + k0, scores + u3 * b.scoreStride + k0)
+                    u += 4
                 }
-                k0 += block
+                k0 += tile
             }
             // Each query's visible scores in slot order, then its softmax weights.
             for u in 0..<queries {
@@ -634,8 +637,8 @@ final class StepBuffers: @unchecked Sendable {
         projected = floats(maxTokens * c.hiddenSize)
         gate = floats(maxTokens * layout.localFFN)
         up = floats(maxTokens * layout.localFFN)
-        // Room for a score row padded to 8 plus the 3 entries a 4-key block may write past its end.
-        scoreStride = (capacity + 7) / 8 * 8 + 8
+        // Room for a score row padded to 8 plus the 15 entries a 16-key block may write past its end.
+        scoreStride = (capacity + 15) / 16 * 16 + 16
         self.maxTokens = maxTokens
         scores = floats(threads * unitQueries * scoreStride)
         func ints(_ count: Int) -> UnsafeMutablePointer<Int32> {
