@@ -46,47 +46,35 @@ enum AttentionKernels {
     ) {
         let width = KVCache.keyTile
         let factor = SIMD8<Float>(repeating: scale)
+        // Query q's dimension d times the 16 keys (two vectors), into its two accumulators.
+        @inline(__always) func add(_ q: UnsafePointer<Float>, _ d: Int, _ low: SIMD8<Float>, _ high: SIMD8<Float>,
+                                   _ first: inout SIMD8<Float>, _ second: inout SIMD8<Float>) {
+            let x = SIMD8<Float>(repeating: q[d])
+            first.addProduct(x, low)
+            second.addProduct(x, high)
+        }
+        @inline(__always) func put(_ first: SIMD8<Float>, _ second: SIMD8<Float>, _ out: UnsafeMutablePointer<Float>) {
+            store(first * factor, out)
+            store(second * factor, out + 8)
+        }
         var j = 0
         while j < count {
+            // One accumulator pair per query, in registers (the unused ones vanish for g < 4).
             var a0 = SIMD8<Float>(), a1 = SIMD8<Float>(), b0 = SIMD8<Float>(), b1 = SIMD8<Float>()
             var c0 = SIMD8<Float>(), c1 = SIMD8<Float>(), e0 = SIMD8<Float>(), e1 = SIMD8<Float>()
             var row = keyTile + j
             for d in 0..<hd {
                 let low = E.load8(row), high = E.load8(row + 8)
-                let x = SIMD8<Float>(repeating: q0[d])
-                a0.addProduct(x, low)
-                a1.addProduct(x, high)
-                if g > 1 {
-                    let y = SIMD8<Float>(repeating: q1[d])
-                    b0.addProduct(y, low)
-                    b1.addProduct(y, high)
-                }
-                if g > 2 {
-                    let z = SIMD8<Float>(repeating: q2[d])
-                    c0.addProduct(z, low)
-                    c1.addProduct(z, high)
-                }
-                if g > 3 {
-                    let w = SIMD8<Float>(repeating: q3[d])
-                    e0.addProduct(w, low)
-                    e1.addProduct(w, high)
-                }
+                add(q0, d, low, high, &a0, &a1)
+                if g > 1 { add(q1, d, low, high, &b0, &b1) }
+                if g > 2 { add(q2, d, low, high, &c0, &c1) }
+                if g > 3 { add(q3, d, low, high, &e0, &e1) }
                 row += width
             }
-            store(a0 * factor, s0 + j)
-            store(a1 * factor, s0 + j + 8)
-            if g > 1 {
-                store(b0 * factor, s1 + j)
-                store(b1 * factor, s1 + j + 8)
-            }
-            if g > 2 {
-                store(c0 * factor, s2 + j)
-                store(c1 * factor, s2 + j + 8)
-            }
-            if g > 3 {
-                store(e0 * factor, s3 + j)
-                store(e1 * factor, s3 + j + 8)
-            }
+            put(a0, a1, s0 + j)
+            if g > 1 { put(b0, b1, s1 + j) }
+            if g > 2 { put(c0, c1, s2 + j) }
+            if g > 3 { put(e0, e1, s3 + j) }
             j += 16
         }
     }
