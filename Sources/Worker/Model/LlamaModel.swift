@@ -453,7 +453,7 @@ public final class LlamaModel: @unchecked Sendable {
     ///
     /// Work is cut into the units `planAttention` made: a few rows of one run times a few query
     /// heads reading one KV head. A unit scores all its queries against the committed keys and the
-    /// run's keys up to its last row (sharing each key's loads between query pairs), keeps each
+    /// run's keys up to its last row (each key tile read once for up to four queries), keeps each
     /// query's visible scores in slot order, and sums the values the same way; `AttentionKernels`
     /// keeps every query's arithmetic independent of the unit it is in.
     private func attend(layer: Int, n: Int, mask: TreeMask) {
