@@ -251,9 +251,9 @@ struct TrainHeadsCommand: ParsableCommand {
         var trainingLMHead = baseLMHead, trainingTargets = targets
         var candidateTokens: [Int32]?
         if vocabulary == .seen {
-            var seen = [Bool](repeating: false, count: fullVocabulary)
-            for r in trainRows { seen[Int(tokens[r])] = true }
-            let kept = seen.indices.filter { seen[$0] }
+            var occurrences = [Int](repeating: 0, count: fullVocabulary)
+            for r in trainRows { occurrences[Int(tokens[r])] += 1 }
+            let kept = occurrences.indices.filter { occurrences[$0] > 0 }
             var renumbered = [Int32](repeating: -1, count: fullVocabulary)
             for (j, token) in kept.enumerated() { renumbered[token] = Int32(j) }
             trainingLMHead = kept.flatMap { baseLMHead[($0 * h)..<(($0 + 1) * h)] }
@@ -261,7 +261,7 @@ struct TrainHeadsCommand: ParsableCommand {
             candidateTokens = kept.map { Int32($0) }
             progress("[train] softmax over the \(kept.count) tokens of the training answers (of \(fullVocabulary))\n")
             if let candidates, candidates < kept.count {
-                candidateTokens = Self.mostFrequent(candidates, of: trainRows.map { tokens[$0] }, vocabulary: fullVocabulary)
+                candidateTokens = Self.mostFrequent(candidates, occurrences: occurrences)
                 progress("[train] candidate tokens: the \(candidates) most frequent of the training answers\n")
             }
         }
@@ -367,10 +367,9 @@ struct TrainHeadsCommand: ParsableCommand {
             + top1Accuracy.map { String(format: "%.3f", $0) }.joined(separator: " ") + "\n")
     }
 
-    /// The `count` tokens that occur most often in `tokens` (ties: the lower id first), ascending.
-    static func mostFrequent(_ count: Int, of tokens: [Int32], vocabulary: Int) -> [Int32] {
-        var occurrences = [Int](repeating: 0, count: vocabulary)
-        for t in tokens { occurrences[Int(t)] += 1 }
+    /// The `count` tokens that occur most often (`occurrences[token]`; ties: the lower id first),
+    /// ascending.
+    static func mostFrequent(_ count: Int, occurrences: [Int]) -> [Int32] {
         let ranked = occurrences.indices.filter { occurrences[$0] > 0 }
             .sorted { occurrences[$0] != occurrences[$1] ? occurrences[$0] > occurrences[$1] : $0 < $1 }
         return ranked.prefix(count).sorted().map { Int32($0) }
