@@ -190,8 +190,8 @@ public final class KVCache: @unchecked Sendable {
     func store<E: KVElement>(_: E.Type, layer: Int, head: Int, slot: Int, keys k: UnsafePointer<Float>,
                              values v: UnsafePointer<Float>) {
         let hd = headDimension
-        let tile = keys(layer: layer, head: head, as: E.self) + (slot / Self.keyTile) * (Self.keyTile * hd) + slot % Self.keyTile
-        for d in 0..<hd { E.store(k + d, count: 1, to: tile + d * Self.keyTile) }
+        let tiles = keys(layer: layer, head: head, as: E.self)
+        for d in 0..<hd { E.store(k + d, count: 1, to: tiles + Self.keyOffset(slot: slot, dimension: d, headDimension: hd)) }
         E.store(v, count: hd, to: values(layer: layer, head: head, as: E.self) + slot * hd)
     }
 

@@ -504,12 +504,12 @@ public final class LlamaModel: @unchecked Sendable {
             }
             // Scores, one key tile at a time (it stays in L1 while every group of four queries reads it).
             let tile = KVCache.keyTile
+            let last = queries - 1
             var k0 = 0
             while k0 < keyCount {
                 let count = min(tile, keyCount - k0)
                 var u = 0
                 while u < queries {
-                    let last = queries - 1
                     let u1 = min(u + 1, last), u2 = min(u + 2, last), u3 = min(u + 3, last)
                     AttentionKernels.scores(
                         query(u), query(u1), query(u2), query(u3), keyTile: keys + k0 * hd, count: count,
