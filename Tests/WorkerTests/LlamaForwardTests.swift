@@ -44,17 +44,22 @@ import Testing
         return (0..<rows).map { Array(out[($0 * v)..<(($0 + 1) * v)]) }
     }
 
+    /// The largest |ours - reference| / max(1, |reference|) over all logits.
+    static func largestRelativeDifference(_ ours: [[Float]], _ reference: [[Double]]) -> Double {
+        var worst = 0.0
+        for (row, refRow) in zip(ours, reference) {
+            for (a, b) in zip(row, refRow) { worst = max(worst, abs(Double(a) - b) / max(1, abs(b))) }
+        }
+        return worst
+    }
+
     static let prompt: [Int32] = [72, 101, 108, 108, 111, 44, 32, 119, 111, 114, 108, 100, 33, 256, 10, 3, 299, 150]
 
     @Test(arguments: [true, false])
     func matchesReferenceForward(tied: Bool) throws {
         let (synthetic, model) = try Self.load(tied: tied)
         let ours = try Self.causalLogits(model, Self.prompt)
-        let reference = synthetic.referenceLogits(Self.prompt, tiedEmbeddings: tied)
-        var worst = 0.0
-        for (row, refRow) in zip(ours, reference) {
-            for (a, b) in zip(row, refRow) { worst = max(worst, abs(Double(a) - b) / max(1, abs(b))) }
-        }
+        let worst = Self.largestRelativeDifference(ours, synthetic.referenceLogits(Self.prompt, tiedEmbeddings: tied))
         #expect(worst < 1e-4, "largest relative logit difference \(worst)")
     }
 
@@ -65,15 +70,8 @@ import Testing
         #expect(model.cache.type == .f16 && model.cache.byteCount == 2 * model.cache.layerCount * model.cache.kvHeadCount
                     * model.cache.capacity * model.cache.headDimension * 2)
         let ours = try Self.causalLogits(model, Self.prompt)
-        func worst(_ reference: [[Double]]) -> Double {
-            var worst = 0.0
-            for (row, refRow) in zip(ours, reference) {
-                for (a, b) in zip(row, refRow) { worst = max(worst, abs(Double(a) - b) / max(1, abs(b))) }
-            }
-            return worst
-        }
-        let rounded = worst(synthetic.referenceLogits(Self.prompt, halfCache: true))
-        let exact = worst(synthetic.referenceLogits(Self.prompt))
+        let rounded = Self.largestRelativeDifference(ours, synthetic.referenceLogits(Self.prompt, halfCache: true))
+        let exact = Self.largestRelativeDifference(ours, synthetic.referenceLogits(Self.prompt))
         #expect(rounded < 1e-4, "largest relative logit difference to the fp16-cache reference \(rounded)")
         #expect(exact > 10 * rounded, "fp16 cache vs exact reference \(exact), vs rounded reference \(rounded)")
         let (_, fp32) = try Self.load(inputs: .fp32)
@@ -125,10 +123,9 @@ import Testing
         let (synthetic, model) = try Self.load(type: type, inputs: inputs)
         let ours = try Self.causalLogits(model, Self.prompt)
         let reference = synthetic.referenceLogits(Self.prompt)
-        var worst = 0.0
+        let worst = Self.largestRelativeDifference(ours, reference)
         var agreeingArgmax = 0
         for (row, refRow) in zip(ours, reference) {
-            for (a, b) in zip(row, refRow) { worst = max(worst, abs(Double(a) - b) / max(1, abs(b))) }
             if row.indices.max(by: { row[$0] < row[$1] }) == refRow.indices.max(by: { refRow[$0] < refRow[$1] }) {
                 agreeingArgmax += 1
             }
