@@ -5,10 +5,12 @@ The binary is $MEDUSA_WORKER_BINARY, else .build/release/medusa-worker; the mode
 default ($MEDUSA_MODEL, else the cached SmolLM2 that `make setup` fetches) unless --model is given.
 """
 
+import http.client
 import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -78,6 +80,33 @@ class Server:
             status, raw, kind = error.code, error.read(), error.headers.get("Content-Type", "")
         text = raw.decode()
         return status, (json.loads(text) if "json" in kind else text)
+
+    def raw(self, method, target, body=b"", headers=None, version="HTTP/1.1", timeout=60, close_wait=None):
+        """One request written byte for byte (any request target, any HTTP version) on a connection
+        of its own: (status, headers as {lowercase name: value}, body bytes, closed). `body` is
+        JSON-encoded unless it is bytes. With `close_wait` seconds, `closed` says whether the server
+        closed the connection within that time after the response (else it is None)."""
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        host, port = self.url.removeprefix("http://").rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=timeout) as connection:
+            lines = [f"{method} {target} {version}", f"Host: {host}"]
+            lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+            if data or method == "POST":
+                lines += ["Content-Type: application/json", f"Content-Length: {len(data)}"]
+            connection.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + data)
+            response = http.client.HTTPResponse(connection, method=method)
+            response.begin()
+            content = response.read()
+            closed = None
+            if close_wait is not None:
+                connection.settimeout(close_wait)
+                try:
+                    closed = connection.recv(1) == b""
+                except ConnectionResetError:
+                    closed = True
+                except socket.timeout:
+                    closed = False
+            return response.status, {k.lower(): v for k, v in response.getheaders()}, content, closed
 
     def get(self, path, **kwargs):
         """Like `request`, but (None, None) when the server does not answer at all."""

@@ -89,6 +89,50 @@ def test_api_key(small_server):
     assert metric(values, "medusa_http_requests_total", path="/v1/chat/completions", status="401") == 1
 
 
+def spellings(path):
+    """Ways of writing `path` in a request line: the ones Hummingbird's router dispatches to the
+    same route (it skips empty segments: repeated, leading and trailing slashes; it takes the path
+    of an absolute-form target and ignores query and fragment) and ones it must not (dot segments,
+    case, percent-encoding, parameters)."""
+    rest = path.removeprefix("/v1")
+    return [
+        path, "/" + path, path + "/", path.replace("/", "//"), "///" + path.strip("/").replace("/", "///") + "///",
+        path.lstrip("/"), "http://localhost" + path, "http://localhost/" + path, "http://localhost" + path + "/",
+        path + "?x=1", "/" + path + "?", path + "#f", path + ";p=1",
+        "/./" + path.lstrip("/"), "/v1/." + rest, "/x/.." + path, "/v1/x/.." + rest, "/V1" + rest, path.upper(),
+        "/%76%31" + rest, "/v1%2F" + rest.lstrip("/"), "/v1" + rest.replace("/", "%2F"),
+    ]
+
+
+def test_api_key_on_every_path_spelling(small_server):
+    """Whatever spelling of a /v1 route the router dispatches, the key is checked: without it (or
+    with a wrong one) the answer is 401, never the route's; no spelling is answered without it."""
+    s = small_server
+    key = {"Authorization": "Bearer sesame"}
+    chat = {"model": MODEL_ID, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}
+    text = {"model": MODEL_ID, "prompt": "Hi", "max_tokens": 1}
+    routes = [("GET", "/v1/models", b""), ("GET", "/v1/models/" + MODEL_ID, b""),
+              ("POST", "/v1/chat/completions", chat), ("POST", "/v1/completions", text)]
+    tokens = lambda: metric(s.metrics(), "medusa_prompt_tokens_total")  # noqa: E731
+    for method, path, body in routes:
+        before = tokens()
+        assert s.raw(method, path, body, headers=key)[0] == 200
+        per_request = tokens() - before
+        dispatched = []
+        for target in spellings(path):
+            with_key = s.raw(method, target, body, headers=key)[0]
+            without = s.raw(method, target, body)[0]
+            wrong = s.raw(method, target, body, headers={"Authorization": "Bearer sesamE"})[0]
+            assert without in (400, 401, 404) and wrong in (400, 401, 404), (method, target, with_key, without, wrong)
+            if with_key == 200:
+                dispatched.append(target)
+                assert without == 401 and wrong == 401, (method, target, with_key, without, wrong)
+        # The router's normalisation is what this test is about: doubled slashes reach the route.
+        assert "/" + path in dispatched and path.replace("/", "//") in dispatched, dispatched
+        # Only the requests with the key were computed.
+        assert tokens() - before == per_request * (1 + len(dispatched)), (path, dispatched)
+
+
 def test_queue_limit_and_disconnect(small_server):
     """With the only sequence busy and the only queue place taken, the next request gets 429; a
     client that leaves mid-stream frees its sequence, so the waiting request runs at once."""

@@ -109,22 +109,28 @@ public final class OpenAIServer: Sendable {
 
     func makeRouter() -> Router<BasicRequestContext> {
         let router = Router(context: BasicRequestContext.self)
-        router.add(middleware: APIMiddleware(apiKey: configuration.apiKey, counter: HTTPRequestCounter()))
+        router.add(middleware: APIMiddleware(counter: HTTPRequestCounter()))
         router.get("health") { _, _ in self.health() }
         router.get("metrics") { _, _ in self.metrics() }
-        router.get("v1/models") { _, _ in try self.json(ModelList(ids: [self.configuration.modelID], created: self.startedAt)) }
-        router.get("v1/models/:id") { _, context in
+        // Every /v1 route is added through this group, whose middleware wraps each of its
+        // endpoints: the key is checked on whatever request the router dispatches to one of them,
+        // however its path is spelt (the router skips empty segments, so `//v1/models` is
+        // `/v1/models`), never by matching the path's text.
+        let v1 = router.group("v1")
+        if let apiKey = configuration.apiKey { v1.add(middleware: APIKeyMiddleware(key: apiKey)) }
+        v1.get("models") { _, _ in try self.json(ModelList(ids: [self.configuration.modelID], created: self.startedAt)) }
+        v1.get("models/:id") { _, context in
             let id = context.parameters.get("id") ?? ""
             try self.checkModel(id, param: nil)
             return try self.json(ModelList.Entry(id: id, created: self.startedAt))
         }
-        router.post("v1/chat/completions") { request, _ in
+        v1.post("chat/completions") { request, _ in
             let parameters = try ChatCompletionParameters(json: try await self.body(of: request))
             try self.checkModel(parameters.options.model, param: "model")
             let prompt = try self.prompts.chat(parameters.messages)
             return try await self.complete(prompt: prompt, options: parameters.options, kind: .chat, promptParam: "messages")
         }
-        router.post("v1/completions") { request, _ in
+        v1.post("completions") { request, _ in
             let parameters = try TextCompletionParameters(json: try await self.body(of: request))
             try self.checkModel(parameters.options.model, param: "model")
             let prompt = self.prompts.text(parameters.prompt)
@@ -254,41 +260,21 @@ struct ModelList: Encodable {
     }
 }
 
-/// Every request passes here: the API key check for `/v1/...`, OpenAI-shaped errors for whatever
-/// a route or Hummingbird throws, and the request counter.
+/// Every request passes here: OpenAI-shaped errors for whatever a route, the key check or
+/// Hummingbird throws, and the request counter (by the route the router dispatched to).
 struct APIMiddleware: RouterMiddleware {
     typealias Context = BasicRequestContext
-    let apiKey: String?
     let counter: HTTPRequestCounter
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        let path = request.uri.path
         var response: Response
         do {
-            if let apiKey, path == "/v1" || path.hasPrefix("/v1/") { try Self.authorize(request, key: apiKey) }
             response = try await next(request, context)
         } catch {
             response = Self.response(for: Self.apiError(error, request: request))
         }
-        counter.record(path: path, status: Int(response.status.code))
+        counter.record(route: context.endpointPath, status: Int(response.status.code))
         return response
-    }
-
-    static func authorize(_ request: Request, key: String) throws(APIError) {
-        guard let header = request.headers[.authorization] else {
-            throw APIError(status: 401, message: "no API key given: send the header 'Authorization: Bearer <key>' (this server was started with --api-key)",
-                           code: "invalid_api_key")
-        }
-        let prefix = "Bearer "
-        guard header.hasPrefix(prefix), constantTimeEqual(Array(header.utf8.dropFirst(prefix.utf8.count)), Array(key.utf8)) else {
-            throw APIError(status: 401, message: "incorrect API key", code: "invalid_api_key")
-        }
-    }
-
-    /// Compares all bytes whatever the first difference, so timing does not reveal the key.
-    static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-        guard a.count == b.count else { return false }
-        return zip(a, b).reduce(0) { $0 | ($1.0 ^ $1.1) } == 0
     }
 
     static func apiError(_ error: any Error, request: Request) -> APIError {
@@ -311,6 +297,30 @@ struct APIMiddleware: RouterMiddleware {
     static func response(for error: APIError) -> Response {
         Response(status: .init(code: error.status), headers: [.contentType: "application/json"],
                  body: .init(byteBuffer: ByteBuffer(data: error.body())))
+    }
+}
+
+/// The API key check on the routes it is added to: `Authorization: Bearer <key>`, else 401.
+struct APIKeyMiddleware: RouterMiddleware {
+    typealias Context = BasicRequestContext
+    let key: String
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        guard let header = request.headers[.authorization] else {
+            throw APIError(status: 401, message: "no API key given: send the header 'Authorization: Bearer <key>' (this server was started with --api-key)",
+                           code: "invalid_api_key")
+        }
+        let prefix = "Bearer "
+        guard header.hasPrefix(prefix), Self.constantTimeEqual(Array(header.utf8.dropFirst(prefix.utf8.count)), Array(key.utf8)) else {
+            throw APIError(status: 401, message: "incorrect API key", code: "invalid_api_key")
+        }
+        return try await next(request, context)
+    }
+
+    /// Compares all bytes whatever the first difference, so timing does not reveal the key.
+    static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+        guard a.count == b.count else { return false }
+        return zip(a, b).reduce(0) { $0 | ($1.0 ^ $1.1) } == 0
     }
 }
 

@@ -34,12 +34,12 @@ public struct PrometheusMetrics: Sendable {
 struct HTTPRequestCounter: Sendable {
     static let label = "medusa_http_requests_total"
 
-    /// The routes the server has; anything else is counted as "other", so a client probing random
-    /// URLs cannot grow the metric without bound.
-    static let routes: Set<String> = ["/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/completions"]
-
-    func record(path: String, status: Int) {
-        let route = Self.routes.contains(path) ? path : path.hasPrefix("/v1/models/") ? "/v1/models/{id}" : "other"
-        Counter(label: Self.label, dimensions: [("path", route), ("status", String(status))]).increment()
+    /// The route the router dispatched to (as Hummingbird spells it: `/v1/models/{id}`; nil or
+    /// Hummingbird's "NotFound" when none): anything else is counted as "other", so a client
+    /// probing random URLs cannot grow the metric without bound.
+    func record(route: String?, status: Int) {
+        let routes: Set = ["/health", "/metrics", "/v1/models", "/v1/models/{id}", "/v1/chat/completions", "/v1/completions"]
+        let label = route.flatMap { routes.contains($0) ? $0 : nil } ?? "other"
+        Counter(label: Self.label, dimensions: [("path", label), ("status", String(status))]).increment()
     }
 }
