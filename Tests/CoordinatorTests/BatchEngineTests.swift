@@ -245,7 +245,12 @@ import Worker
             try engine.submit(.init(prompt: [Int32](repeating: 5, count: 10), maxTokens: 60, sampling: greedy))
         }
         #expect(throws: EngineRejection.badMaxTokens(0)) { try engine.submit(.init(prompt: [5], maxTokens: 0, sampling: greedy)) }
+        // Any client number: no overflow in the check or in its message.
+        #expect(throws: EngineRejection.tooManyTokens(prompt: 10, maxTokens: Int.max, context: 64)) {
+            try engine.submit(.init(prompt: [Int32](repeating: 5, count: 10), maxTokens: Int.max, sampling: greedy))
+        }
         #expect(EngineRejection.tooManyTokens(prompt: 10, maxTokens: 60, context: 64).description.contains("max_tokens"))
+        #expect(EngineRejection.tooManyTokens(prompt: 10, maxTokens: Int.max, context: 64).description.contains("\(Int.max)"))
         // Engine not running yet: one request takes the free slot's place, one waits, the next is refused.
         let first = try engine.submit(.init(prompt: [5, 6], maxTokens: nil, sampling: greedy))
         let second = try engine.submit(.init(prompt: [7, 8], maxTokens: 5, sampling: greedy))

@@ -188,6 +188,41 @@ def test_request_errors_are_openai_errors_and_harmless(server):
     assert server.get("/health")[0] == 200
 
 
+def test_extreme_numbers_are_refused_or_served(server):
+    """Any number JSON can carry in a request field is a 400 naming the field, or is served:
+    never a trap (a single request used to end the server, and under mpirun the whole job)."""
+    user = [{"role": "user", "content": "Hi"}]
+    big = [2**63 - 1, 2**63 - 2, 2**62, 2**53 + 1, 2**32, 2**31 - 1, 2**63, 2**64 - 1, 2**64, 10**30, 1e300, -(2**63), -(2**63) - 1]
+    for route, base in [("/v1/chat/completions", {"model": MODEL_ID, "messages": user}),
+                        ("/v1/completions", {"model": MODEL_ID, "prompt": "Hi"})]:
+        for value in big:
+            for key in ["max_tokens", "max_completion_tokens", "n", "best_of"]:
+                if key == "max_completion_tokens" and route == "/v1/completions":
+                    continue
+                if key == "best_of" and route == "/v1/chat/completions":
+                    continue
+                status, answer = server.post(route, {**base, key: value})
+                # A limit beyond the context is named as max_tokens, whichever key gave it.
+                assert status == 400 and answer["error"]["param"] in (key, "max_tokens"), (route, key, value, status, answer)
+            for key in ["temperature", "top_p", "presence_penalty", "frequency_penalty"]:
+                status, answer = server.post(route, {**base, key: value, "max_tokens": 1})
+                assert status == 400 and answer["error"]["param"] == key, (route, key, value, status, answer)
+            # A seed is any 64-bit pattern; outside them, a 400.
+            status, answer = server.post(route, {**base, "seed": value, "max_tokens": 1, "temperature": 1})
+            assert status == 200 if -(2**63) <= value < 2**63 else (status == 400 and answer["error"]["param"] == "seed"), \
+                (route, value, status, answer)
+    # Tiny and denormal numbers are valid temperatures and top_p values.
+    for value in [5e-324, 1e-310, 1e-45, 1e-40, 1e-38, 1e-30, 1e-8]:
+        status, answer = server.post("/v1/completions", {"model": MODEL_ID, "prompt": "1, 2, 3,", "max_tokens": 2,
+                                                         "temperature": value, "top_p": value, "seed": 1})
+        assert status == 200, (value, answer)
+    # Many stop strings: bounded, refused past the limit.
+    status, answer = server.post("/v1/completions", {"model": MODEL_ID, "prompt": "Hi", "max_tokens": 1, "stop": ["x"] * 100000})
+    assert status == 400 and answer["error"]["param"] == "stop", answer
+    assert chat(openai_client(server), QUESTION).choices[0].message.content
+    assert server.get("/health")[0] == 200
+
+
 def test_metrics(server):
     """Prometheus text with the request counts by status and the engine's measurements."""
     chat(openai_client(server), QUESTION, max_tokens=4)

@@ -18,6 +18,9 @@ public struct GenerationOptions: Sendable, Equatable {
     /// `stream_options.include_usage`: a last chunk with the token counts and no choices.
     public var includeUsage = false
 
+    /// OpenAI allows 4; llama.cpp's server any number. Enough for every client seen, bounded.
+    static let maxStopStrings = 16
+
     /// Reads the shared fields of a request body.
     init(_ fields: Fields, maxTokensKeys: [String]) throws(APIError) {
         guard let model = try fields.string("model") else { throw .missing("model") }
@@ -41,6 +44,10 @@ public struct GenerationOptions: Sendable, Equatable {
         }
         seed = try fields.integer("seed").map { UInt64(bitPattern: Int64($0)) }
         stop = try fields.strings("stop") ?? []
+        // Every generated token is checked against every stop string.
+        guard stop.count <= Self.maxStopStrings else {
+            throw .invalid("'stop' may hold at most \(Self.maxStopStrings) strings, got \(stop.count)", param: "stop", code: "invalid_value")
+        }
         stream = try fields.bool("stream") ?? false
         if let options = try fields.object("stream_options") {
             guard stream else {

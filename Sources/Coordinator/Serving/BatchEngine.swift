@@ -63,7 +63,7 @@ public enum EngineRejection: Error, CustomStringConvertible, Sendable, Equatable
         case .promptTooLong(let t, let c):
             "the prompt is \(t) tokens but the context holds \(c) (the server's --ctx); shorten the prompt"
         case .tooManyTokens(let p, let m, let c):
-            "this server's context holds \(c) tokens, but \(p + m) were requested (\(p) in the prompt, \(m) in max_tokens); lower max_tokens or shorten the prompt"
+            "this server's context holds \(c) tokens, but \(p) in the prompt and \(m) in max_tokens were requested; lower max_tokens or shorten the prompt"
         case .badMaxTokens(let m): "max_tokens must be at least 1, got \(m)"
         case .queueFull(let limit):
             "the server is busy: every sequence slot is in use and \(limit) requests are already waiting; retry later"
@@ -177,7 +177,8 @@ public final class BatchEngine: @unchecked Sendable {
         guard request.prompt.count < context else { throw .promptTooLong(tokens: request.prompt.count, context: context) }
         if let m = request.maxTokens {
             guard m >= 1 else { throw .badMaxTokens(m) }
-            guard request.prompt.count + m <= context else {
+            // Compared without adding: max_tokens is any integer a client sends.
+            guard m <= context - request.prompt.count else {
                 throw .tooManyTokens(prompt: request.prompt.count, maxTokens: m, context: context)
             }
         }
