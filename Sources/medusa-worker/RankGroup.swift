@@ -39,7 +39,8 @@ struct RankGroup {
         } catch let error as CleanExit {
             throw error
         } catch {
-            communicator.fail("\(error)")
+            // One bounded line whatever the error carries (names from a damaged file, a client's text).
+            communicator.fail("\(error)".oneLine(limit: 2000))
         }
         do { try communicator.finalize() } catch { communicator.fail("\(error)") }
     }

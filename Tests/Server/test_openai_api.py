@@ -223,6 +223,23 @@ def test_extreme_numbers_are_refused_or_served(server):
     assert server.get("/health")[0] == 200
 
 
+def test_client_text_in_errors_is_quoted_and_cut(server):
+    """What a client sent comes back in an error message escaped and cut: one short line."""
+    user = [{"role": "user", "content": "Hi"}]
+    long_line = "\x1b[31m" + "x\n" * 200_000
+    for route, body, status in [
+        ("/v1/chat/completions", {"model": long_line, "messages": user}, 404),
+        ("/v1/chat/completions", {"model": MODEL_ID, "messages": [{"role": long_line, "content": "Hi"}]}, 400),
+        ("/v1/chat/completions", {"model": MODEL_ID, "messages": [{"role": "user", "content": [{"type": long_line}]}]}, 400),
+        ("/v1/chat/completions", {"model": MODEL_ID, "messages": user, "response_format": {"type": long_line}}, 400),
+        ("/v1/" + "y%0A" * 2_000, {}, 404),
+    ]:
+        got, answer = server.post(route, body)
+        message = answer["error"]["message"]
+        assert got == status and len(message) < 600, (route, got, message[:200])
+        assert not any(ord(c) < 0x20 for c in message), message[:200]
+
+
 def test_metrics(server):
     """Prometheus text with the request counts by status and the engine's measurements."""
     chat(openai_client(server), QUESTION, max_tokens=4)

@@ -434,4 +434,56 @@ import Darwin
         let error = dir.openError(b.bytes)
         #expect(truncatedWhat(error) == "length of element of array of metadata key 'tokenizer.ggml.tokens' of 5")
     }
+
+    // MARK: Error text
+
+    /// One line, no control or format characters, at most `limit` characters.
+    static func expectPrintableLine(_ text: String, limit: Int = 1000, sourceLocation: SourceLocation = #_sourceLocation) {
+        // Shown through oneLine, so that a failure's own message stays readable.
+        let short = text.count <= limit
+        #expect(short, "\(text.utf8.count) bytes: \(text.oneLine(limit: 200))", sourceLocation: sourceLocation)
+        let bad = text.unicodeScalars.filter {
+            $0.value < 0x20 || (0x7F...0x9F).contains($0.value) || $0.properties.generalCategory == .format
+        }
+        let printable = bad.isEmpty
+        #expect(printable, "unprintable \(bad.prefix(5).map { String($0.value, radix: 16) }) in \(text.oneLine(limit: 200))",
+                sourceLocation: sourceLocation)
+    }
+
+    /// A key length made huge by one flipped byte turns the rest of the header into the key's
+    /// "name": the error quotes it escaped and cut, on one short line.
+    @Test func namesFromTheFileAreQuotedEscapedAndCut() throws {
+        let dir = GGUFTestDirectory()
+        var b = GGUFBytes()
+        b.header(tensorCount: 0, keyCount: 1)
+        // A megabyte of every byte value: newlines, terminal escapes (0x1b), invalid UTF-8.
+        let junk = (0..<(1 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 167) }
+        b.append(UInt64(junk.count))
+        b.raw(junk)
+        b.append(UInt32(99))  // an unknown value type: the error names the key
+        let error = try #require(dir.openError(b.bytes))
+        #expect(error.problem == .invalidValueType(key: String(decoding: junk, as: UTF8.self), type: 99))
+        Self.expectPrintableLine(error.description, limit: 300)
+        #expect(error.description.contains("unknown value type 99"))
+        #expect(error.description.contains("(\(String(decoding: junk, as: UTF8.self).utf8.count) bytes)"))
+        // Cut short of the type: the reader's "what" names the key the same way.
+        let cut = try #require(dir.openError(Array(b.bytes.dropLast(2))))
+        Self.expectPrintableLine(cut.description, limit: 400)
+        #expect(cut.description.contains("needs 4 bytes but only 2 remain"))
+    }
+
+    /// Every single-byte change of a small file's header and tensor infos opens or fails with a
+    /// short printable one-line error.
+    @Test func everyFlippedByteGivesAShortPrintableError() throws {
+        let dir = GGUFTestDirectory()
+        let full = Self.sampleFile()
+        let header = try dir.open(full, as: "full.gguf").get().dataOffset
+        for position in 0..<header {
+            for mask: UInt8 in [0x01, 0x80, 0xFF] {
+                var bytes = full
+                bytes[position] ^= mask
+                if let error = dir.openError(bytes) { Self.expectPrintableLine(error.description, limit: 600) }
+            }
+        }
+    }
 }

@@ -97,14 +97,14 @@ public struct ChatCompletionParameters: Sendable, Equatable {
         if fields.isSet("top_logprobs") { throw .unsupported("top_logprobs", "'top_logprobs'") }
         for key in ["tools", "functions"] where fields.isSet(key) { throw .unsupported(key, "tool calling ('\(key)')") }
         if let format = try fields.object("response_format"), let type = try format.string("type"), type != "text" {
-            throw .unsupported("response_format", "response_format '\(type)'")
+            throw .unsupported("response_format", "response_format \(type.quoted())")
         }
     }
 
     private static func message(_ fields: Fields) throws(APIError) -> ChatMessage {
         guard let role = try fields.string("role") else { throw .missing(fields.name("role")) }
         guard let rendered = roles[role] else {
-            throw .invalid("'\(fields.name("role"))' must be system, developer, user or assistant, got '\(role)' (this server has no tool calling)",
+            throw .invalid("'\(fields.name("role"))' must be system, developer, user or assistant, got \(role.quoted()) (this server has no tool calling)",
                            param: fields.name("role"), code: "invalid_value")
         }
         guard let value = fields["content"] else { throw .missing(fields.name("content")) }
@@ -122,7 +122,7 @@ public struct ChatCompletionParameters: Sendable, Equatable {
                 let partFields = Fields(object, path: name + ".")
                 let type = try partFields.string("type")
                 guard type == "text" else {
-                    throw .unsupported(name, "content part type '\(type ?? "none")' (only text parts)")
+                    throw .unsupported(name, "content part type \((type ?? "none").quoted()) (only text parts)")
                 }
                 guard let partText = try partFields.string("text") else { throw .missing(partFields.name("text")) }
                 text += partText

@@ -3,6 +3,7 @@ import Hummingbird
 import Logging
 import NIOCore
 import ServiceLifecycle
+import Worker
 
 /// Where and how the server listens.
 public struct ServerConfiguration: Sendable {
@@ -161,7 +162,7 @@ public final class OpenAIServer: Sendable {
 
     func checkModel(_ model: String, param: String?) throws(APIError) {
         guard model == configuration.modelID else {
-            throw APIError(status: 404, message: "the model '\(model)' does not exist; this server serves '\(configuration.modelID)'",
+            throw APIError(status: 404, message: "the model \(model.quoted()) does not exist; this server serves \(configuration.modelID.quoted())",
                            param: param, code: "model_not_found")
         }
     }
@@ -282,15 +283,15 @@ struct APIMiddleware: RouterMiddleware {
         case let error as APIError:
             return error
         case let error as HTTPError where error.status == .notFound:
-            return APIError(status: 404, message: "unknown request URL: \(request.method) \(request.uri.path)", code: "unknown_url")
+            return APIError(status: 404, message: "unknown request URL: \(request.method) \(request.uri.path.quoted(limit: 200))", code: "unknown_url")
         case let error as HTTPError:
-            return APIError(status: Int(error.status.code), message: error.body ?? error.status.reasonPhrase)
+            return APIError(status: Int(error.status.code), message: (error.body ?? error.status.reasonPhrase).oneLine())
         case is NIOTooManyBytesError:
             return APIError(status: 413, message: "the request body is too large", code: "request_too_large")
         case let error as any HTTPResponseError:
             return APIError(status: Int(error.status.code), message: error.status.reasonPhrase)
         default:
-            return APIError(status: 500, message: "internal server error: \(error)", type: "server_error")
+            return APIError(status: 500, message: "internal server error: \("\(error)".oneLine())", type: "server_error")
         }
     }
 

@@ -24,15 +24,15 @@ public struct TokenizerError: Error, CustomStringConvertible, Sendable, Equatabl
         let what: String
         switch problem {
         case .unsupportedModel(let name, let supported):
-            what = "tokenizer.ggml.model is '\(name)', which is not supported (supported: \(supported.joined(separator: ", ")))"
+            what = "tokenizer.ggml.model is \(name.quoted()), which is not supported (supported: \(supported.joined(separator: ", ")))"
         case .unsupportedPreTokenizer(let name, let supported):
-            what = "tokenizer.ggml.pre is '\(name)', which is not supported (supported: \(supported.joined(separator: ", ")))"
+            what = "tokenizer.ggml.pre is \(name.quoted()), which is not supported (supported: \(supported.joined(separator: ", ")))"
         case .badValue(let key, let reason):
-            what = "\(path.hasSuffix(".json") ? "key" : "metadata key") '\(key)': \(reason)"
+            what = "\(path.hasSuffix(".json") ? "key" : "metadata key") \(key.quoted()): \(reason.oneLine())"
         case .unsupportedSetting(let key, let reason):
-            what = "\(key): \(reason)"
+            what = "\(key.oneLine(limit: 80)): \(reason.oneLine())"
         }
-        return "\(path): \(what)"
+        return "\(path.oneLine()): \(what)"
     }
 }
 

@@ -48,7 +48,7 @@ public final class GGUFFile: @unchecked Sendable {
         keys.reserveCapacity(keyCount)
         for _ in 0..<keyCount {
             let key = try reader.string(what: "metadata key")
-            let typeID = try reader.read(UInt32.self, what: "type of metadata key '\(key)'")
+            let typeID = try reader.read(UInt32.self, what: "type of metadata key \(key.quoted())")
             guard let kind = GGUFValue.Kind(rawValue: typeID) else {
                 throw WeightFileError(path: path, problem: .invalidValueType(key: key, type: typeID))
             }
@@ -76,20 +76,20 @@ public final class GGUFFile: @unchecked Sendable {
         raw.reserveCapacity(tensorCount)
         for _ in 0..<tensorCount {
             let name = try reader.string(what: "tensor name")
-            let nDims = Int(try reader.read(UInt32.self, what: "dimension count of tensor '\(name)'"))
+            let nDims = Int(try reader.read(UInt32.self, what: "dimension count of tensor \(name.quoted())"))
             guard (1...4).contains(nDims) else {
                 throw WeightFileError(path: path, problem: .badTensorShape(tensor: name, reason: "\(nDims) dimensions (expected 1 to 4)"))
             }
             var dims: [Int] = []
             for _ in 0..<nDims {
-                let d = try reader.read(UInt64.self, what: "dimensions of tensor '\(name)'")
+                let d = try reader.read(UInt64.self, what: "dimensions of tensor \(name.quoted())")
                 guard d > 0, d < 1 << 40 else {
                     throw WeightFileError(path: path, problem: .badTensorShape(tensor: name, reason: "dimension \(d)"))
                 }
                 dims.append(Int(d))
             }
-            let type = try reader.read(UInt32.self, what: "type of tensor '\(name)'")
-            let offset = try reader.read(UInt64.self, what: "data offset of tensor '\(name)'")
+            let type = try reader.read(UInt32.self, what: "type of tensor \(name.quoted())")
+            let offset = try reader.read(UInt64.self, what: "data offset of tensor \(name.quoted())")
             guard offset < UInt64(Int.max / 2) else {
                 throw WeightFileError(path: path, problem: .tensorOutOfBounds(tensor: name, offset: Int.max, size: 0, fileSize: mapping.count))
             }
@@ -294,7 +294,7 @@ struct ByteReader {
     }
 
     mutating func value(_ kind: GGUFValue.Kind, key: String) throws(WeightFileError) -> GGUFValue {
-        let what = "value of metadata key '\(key)'"
+        let what = "value of metadata key \(key.quoted())"
         switch kind {
         case .uint8: return .uint8(try read(UInt8.self, what: what))
         case .int8: return .int8(try read(Int8.self, what: what))
@@ -318,7 +318,7 @@ struct ByteReader {
     }
 
     mutating func array(key: String, depth: Int) throws(WeightFileError) -> GGUFArray {
-        let what = "array of metadata key '\(key)'"
+        let what = "array of metadata key \(key.quoted())"
         guard depth < 8 else {
             throw WeightFileError(path: path, problem: .badValue(key: key, reason: "arrays nested deeper than 8 levels"))
         }

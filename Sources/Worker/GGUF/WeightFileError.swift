@@ -1,5 +1,6 @@
 /// A problem with a model or weight file (GGUF, safetensors, a Hugging Face checkpoint's JSON
-/// files, or Medusa heads), naming the file and what was expected.
+/// files, or Medusa heads), naming the file and what was expected. The description is one bounded
+/// line: names read from the file are `quoted`, free text passes through `oneLine`.
 public struct WeightFileError: Error, CustomStringConvertible, Sendable, Equatable {
     public enum Problem: Sendable, Equatable {
         case cannotOpen(reason: String)
@@ -49,45 +50,45 @@ public struct WeightFileError: Error, CustomStringConvertible, Sendable, Equatab
         let key = path.hasSuffix(".json") ? "key" : "metadata key"
         let what: String
         switch problem {
-        case .cannotOpen(let reason): what = "cannot open: \(reason)"
-        case .badMagic(let found): what = "not a GGUF file (expected magic \"GGUF\", found \(found))"
+        case .cannotOpen(let reason): what = "cannot open: \(reason.oneLine())"
+        case .badMagic(let found): what = "not a GGUF file (expected magic \"GGUF\", found \(found.oneLine(limit: 80)))"
         case .unsupportedVersion(let v): what = "unsupported GGUF version \(v) (supported: 2, 3)"
         case .truncated(let item, let offset, let needed, let available):
-            what = "truncated: \(item) at byte \(offset) needs \(needed) bytes but only \(available) remain"
-        case .invalidValueType(let key, let type): what = "metadata key '\(key)' has unknown value type \(type)"
-        case .invalidString(let item): what = "\(item) is not valid UTF-8"
-        case .duplicateKey(let key): what = "metadata key '\(key)' appears twice"
-        case .duplicateTensor(let name): what = "tensor '\(name)' appears twice"
+            what = "truncated: \(item.oneLine()) at byte \(offset) needs \(needed) bytes but only \(available) remain"
+        case .invalidValueType(let key, let type): what = "metadata key \(key.quoted()) has unknown value type \(type)"
+        case .invalidString(let item): what = "\(item.oneLine()) is not valid UTF-8"
+        case .duplicateKey(let key): what = "metadata key \(key.quoted()) appears twice"
+        case .duplicateTensor(let name): what = "tensor \(name.quoted()) appears twice"
         case .badAlignment(let a): what = "general.alignment is \(a), expected a power of two"
         case .unsupportedTensorType(let tensor, let type):
-            what = "tensor '\(tensor)' has type \(type), which is not supported (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1)"
-        case .badTensorShape(let tensor, let reason): what = "tensor '\(tensor)' has a bad shape: \(reason)"
+            what = "tensor \(tensor.quoted()) has type \(type.oneLine(limit: 80)), which is not supported (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1)"
+        case .badTensorShape(let tensor, let reason): what = "tensor \(tensor.quoted()) has a bad shape: \(reason.oneLine())"
         case .tensorOutOfBounds(let tensor, let offset, let size, let fileSize):
-            what = "tensor '\(tensor)' data (\(size) bytes at byte \(offset)) runs past the end of the file (\(fileSize) bytes)"
+            what = "tensor \(tensor.quoted()) data (\(size) bytes at byte \(offset)) runs past the end of the file (\(fileSize) bytes)"
         case .misalignedTensor(let tensor, let offset, let alignment):
-            what = "tensor '\(tensor)' data offset \(offset) is not a multiple of the alignment \(alignment)"
-        case .missingKey(let name): what = "missing required \(key) '\(name)'"
-        case .wrongKeyType(let name, let expected, let found): what = "\(key) '\(name)' should be \(expected), found \(found)"
-        case .badValue(let name, let reason): what = "\(key) '\(name)': \(reason)"
-        case .missingTensor(let name): what = "missing required tensor '\(name)'"
+            what = "tensor \(tensor.quoted()) data offset \(offset) is not a multiple of the alignment \(alignment)"
+        case .missingKey(let name): what = "missing required \(key) \(name.quoted())"
+        case .wrongKeyType(let name, let expected, let found): what = "\(key) \(name.quoted()) should be \(expected), found \(found.oneLine(limit: 120))"
+        case .badValue(let name, let reason): what = "\(key) \(name.quoted()): \(reason.oneLine())"
+        case .missingTensor(let name): what = "missing required tensor \(name.quoted())"
         case .shapeMismatch(let tensor, let expected, let found):
-            what = "tensor '\(tensor)' has shape \(found), expected \(expected)"
-        case .unsupportedArchitecture(let arch): what = "unsupported architecture '\(arch)' (supported: llama)"
-        case .invalidJSON(let item, let reason): what = "\(item) is not valid JSON: \(reason)"
-        case .badTensorHeader(let tensor, let reason): what = "tensor '\(tensor)' has a bad header entry: \(reason)"
+            what = "tensor \(tensor.quoted()) has shape \(found), expected \(expected)"
+        case .unsupportedArchitecture(let arch): what = "unsupported architecture \(arch.quoted()) (supported: llama)"
+        case .invalidJSON(let item, let reason): what = "\(item.oneLine()) is not valid JSON: \(reason.oneLine())"
+        case .badTensorHeader(let tensor, let reason): what = "tensor \(tensor.quoted()) has a bad header entry: \(reason.oneLine())"
         case .unsupportedDType(let tensor, let dtype):
-            what = "tensor '\(tensor)' has dtype \(dtype), which is not supported (supported: F32, F16, BF16)"
+            what = "tensor \(tensor.quoted()) has dtype \(dtype.quoted()), which is not supported (supported: F32, F16, BF16)"
         case .tensorSizeMismatch(let tensor, let shape, let dtype, let expected, let found):
-            what = "tensor '\(tensor)' spans \(found) bytes, but shape \(shape) of \(dtype) needs \(expected)"
-        case .overlappingTensors(let first, let second): what = "the data of tensors '\(first)' and '\(second)' overlap"
-        case .missingShard(let shard, let reason): what = "shard '\(shard)' cannot be opened: \(reason)"
+            what = "tensor \(tensor.quoted()) spans \(found) bytes, but shape \(shape) of \(dtype.oneLine(limit: 80)) needs \(expected)"
+        case .overlappingTensors(let first, let second): what = "the data of tensors \(first.quoted()) and \(second.quoted()) overlap"
+        case .missingShard(let shard, let reason): what = "shard \(shard.quoted()) cannot be opened: \(reason.oneLine())"
         case .tensorNotInShard(let tensor, let shard):
-            what = "weight_map puts tensor '\(tensor)' in shard '\(shard)', which does not hold it"
-        case .notACheckpoint(let reason): what = "not a Hugging Face checkpoint folder: \(reason)"
-        case .badHeads(let reason): what = "Medusa heads: \(reason)"
+            what = "weight_map puts tensor \(tensor.quoted()) in shard \(shard.quoted()), which does not hold it"
+        case .notACheckpoint(let reason): what = "not a Hugging Face checkpoint folder: \(reason.oneLine())"
+        case .badHeads(let reason): what = "Medusa heads: \(reason.oneLine())"
         case .headsModelMismatch(let dimension, let heads, let model):
-            what = "the Medusa heads were made for \(dimension) \(heads) but the model has \(model)"
+            what = "the Medusa heads were made for \(dimension.oneLine(limit: 80)) \(heads) but the model has \(model)"
         }
-        return "\(path): \(what)"
+        return "\(path.oneLine()): \(what)"
     }
 }
