@@ -111,6 +111,19 @@ import Testing
             == .badValue(key: "hidden_size", reason: "577 is not a multiple of num_attention_heads 9 (and there is no head_dim)"))
     }
 
+    /// Sizes beyond any real model are refused before anything is allocated or multiplied.
+    @Test func absurdSizes() throws {
+        for key in ["head_dim", "hidden_size", "intermediate_size", "num_attention_heads", "num_hidden_layers", "vocab_size"] {
+            for value in [Int.max, 1 << 62, 1 << 40] {
+                let p = problem(try variant { $0[key] = value; if key == "num_attention_heads" { $0["num_key_value_heads"] = value } })
+                guard case .badValue? = p else {
+                    Issue.record("\(key) = \(value): \(String(describing: p))")
+                    continue
+                }
+            }
+        }
+    }
+
     @Test func missingAndMistypedKeys() throws {
         #expect(problem(try variant { $0["vocab_size"] = nil }) == .missingKey("vocab_size"))
         #expect(problem(try variant { $0["hidden_size"] = "576" }) == .wrongKeyType(key: "hidden_size", expected: "an integer", found: "a string"))

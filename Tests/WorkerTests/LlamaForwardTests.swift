@@ -338,4 +338,39 @@ import Testing
             _ = try LlamaConfig(gguf: GGUFFile(path: path))
         }
     }
+
+    /// Any number a file's hyper-parameters hold (a flipped byte, a hostile file) is a one-line
+    /// error when the model loads, never an overflow trap or an absurd allocation.
+    @Test func absurdHyperParametersAreErrors() throws {
+        var synthetic = SyntheticLlama(config: SyntheticLlama.smallConfig, seed: 3)
+        let dir = try makeTemporaryDirectory()
+        try synthetic.write(to: dir + "/ok.gguf")
+        let ok = try GGUFFile(path: dir + "/ok.gguf")
+        let keys = ["llama.block_count", "llama.embedding_length", "llama.feed_forward_length", "llama.attention.head_count",
+                    "llama.attention.head_count_kv", "llama.attention.key_length", "llama.rope.dimension_count",
+                    "llama.context_length", "llama.vocab_size"]
+        let values: [GGUFValue] = [.int64(.max), .int64(1 << 62), .uint64(1 << 40), .uint64(.max), .int64(-1), .uint32(.max), .uint32(1 << 31)]
+        let numbers: [(String, GGUFValue)] = [("llama.rope.freq_base", .float32(.infinity)), ("llama.rope.freq_base", .float64(1e300)),
+                                              ("llama.attention.layer_norm_rms_epsilon", .float32(.infinity)),
+                                              ("llama.attention.layer_norm_rms_epsilon", .float32(.nan))]
+        for (key, value) in keys.flatMap({ key in values.map { (key, $0) } }) + numbers {
+            var w = GGUFWriter()
+            for k in ok.metadataKeys { w.set(k, ok.metadata[k]!) }
+            w.set(key, value)
+            for t in ok.tensors {
+                w.tensors.append(GGUFWriter.Tensor(name: t.name, dimensions: t.dimensions, type: t.type, data: Array(ok.data(of: t))))
+            }
+            let path = dir + "/absurd.gguf"
+            try w.write(to: path)
+            do {
+                _ = try LlamaModel(gguf: GGUFFile(path: path), contextLength: 64, threads: 1)
+                // The vocabulary size is the embedding's and the context is clamped to --ctx: those two may load.
+                if !["llama.vocab_size", "llama.context_length"].contains(key) {
+                    Issue.record("\(key) = \(value) loaded")
+                }
+            } catch let error as WeightFileError {
+                #expect(!error.description.contains("\n") && error.description.count < 300, "\(error)")
+            }
+        }
+    }
 }

@@ -91,8 +91,24 @@ public struct LlamaConfig: Sendable, Equatable, Codable {
         }
     }
 
+    /// The largest size any dimension may have: far above every real model (Llama 3 405B: hidden
+    /// 16384, FFN 53248, vocabulary 128256, 126 layers), small enough that no product the loader
+    /// and the step buffers form from these numbers can overflow.
+    public static let maxDimension = 1 << 24
+
     /// Why these numbers cannot describe a working model, or nil when they can.
     public func validationProblem() -> String? {
+        let sizes = [("block_count", layerCount), ("embedding_length", hiddenSize), ("feed_forward_length", intermediateSize),
+                     ("head_count", headCount), ("head_count_kv", kvHeadCount), ("head dimension", headDimension),
+                     ("rope dimension_count", ropeDimensionCount), ("vocabulary size", vocabularySize)]
+        for (name, value) in sizes where value > Self.maxDimension {
+            return "\(name) \(value) is beyond any model this program can load (at most \(Self.maxDimension))"
+        }
+        // Each factor is at most 2^24 here, so the products cannot overflow.
+        if headCount * headDimension > Self.maxDimension {
+            return "head_count \(headCount) x head dimension \(headDimension) is beyond any model this program can load (at most \(Self.maxDimension))"
+        }
+        if contextLength > 1 << 40 { return "context_length \(contextLength) is beyond any model (at most 2^40)" }
         if layerCount <= 0 { return "block_count must be positive, got \(layerCount)" }
         if hiddenSize <= 0 { return "embedding_length must be positive, got \(hiddenSize)" }
         if intermediateSize <= 0 { return "feed_forward_length must be positive, got \(intermediateSize)" }
@@ -104,8 +120,10 @@ public struct LlamaConfig: Sendable, Equatable, Codable {
         if ropeDimensionCount <= 0 || ropeDimensionCount > headDimension || ropeDimensionCount % 2 != 0 {
             return "rope dimension_count \(ropeDimensionCount) must be even and at most the head dimension \(headDimension)"
         }
-        if !(ropeFrequencyBase > 0) { return "rope freq_base must be positive, got \(ropeFrequencyBase)" }
-        if !(rmsNormEpsilon > 0) { return "layer_norm_rms_epsilon must be positive, got \(rmsNormEpsilon)" }
+        if !(ropeFrequencyBase > 0 && ropeFrequencyBase.isFinite) { return "rope freq_base must be positive and finite, got \(ropeFrequencyBase)" }
+        if !(rmsNormEpsilon > 0 && rmsNormEpsilon.isFinite) {
+            return "layer_norm_rms_epsilon must be positive and finite, got \(rmsNormEpsilon)"
+        }
         if contextLength <= 0 { return "context_length must be positive, got \(contextLength)" }
         if vocabularySize <= 0 { return "vocabulary size must be positive, got \(vocabularySize)" }
         return nil
