@@ -3,7 +3,7 @@
 /// Lives in Medusa because acceptance (typical acceptance, speculative sampling) must transform the
 /// base model's distribution exactly as plain sampling does.
 public struct SamplingParameters: Sendable, Equatable {
-    /// 0 means greedy (argmax).
+    /// 0 means greedy (argmax), and so does any temperature below `greedyBelow`.
     public var temperature: Float
     /// Keep only the `topK` most likely tokens; 0 keeps all.
     public var topK: Int
@@ -16,7 +16,12 @@ public struct SamplingParameters: Sendable, Equatable {
         self.topP = topP
     }
 
-    public var isGreedy: Bool { temperature <= 0 }
+    /// Temperatures below this are greedy, as in vLLM (its `_SAMPLING_EPS`): logits divided by
+    /// them overflow Float (1/T is infinite below 2.9e-39), and their distribution is the argmax
+    /// anyway. At 1e-5 a logit would have to exceed 3e33 to overflow.
+    public static let greedyBelow: Float = 1e-5
+
+    public var isGreedy: Bool { !(temperature >= Self.greedyBelow) }
 }
 
 /// A small, fast, seedable generator (SplitMix64), so that `--seed` reproduces a run exactly.

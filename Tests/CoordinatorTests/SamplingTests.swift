@@ -40,6 +40,25 @@ import Testing
         }
     }
 
+    /// Every temperature a request may give is safe: tiny ones (down to subnormal floats, whose
+    /// reciprocal is infinite) draw the largest logit, as their limit does, and never a junk token
+    /// from overflowed, NaN probabilities.
+    @Test func tinyTemperaturesAreSafe() {
+        var logits = (0..<4000).map { Float(($0 * 7919) % 1000) / 10 - 50 }  // -50 ... 49.9
+        logits[1234] = 80
+        for temperature: Float in [.leastNonzeroMagnitude, 1e-44, 1e-40, .leastNormalMagnitude, 1e-37, 1e-30, 1e-12, 1e-6] {
+            for seed: UInt64 in 0..<20 {
+                var s = Sampler(parameters: SamplingParameters(temperature: temperature, topK: 0, topP: 1), seed: seed)
+                #expect(logits.withUnsafeBufferPointer { s.sample($0) } == 1234, "temperature \(temperature)")
+            }
+        }
+        // Just above the greedy threshold: a real distribution, finite, summing to 1, still peaked.
+        var s = Sampler(parameters: SamplingParameters(temperature: 1e-4, topK: 0, topP: 1), seed: 1)
+        let d = logits.withUnsafeBufferPointer { s.distribution($0) }
+        #expect(d.allSatisfy { $0.probability.isFinite } && abs(d.reduce(0) { $0 + $1.probability } - 1) < 1e-6)
+        #expect(d[0].token == 1234 && d[0].probability == 1)
+    }
+
     @Test func samplingFollowsTheDistribution() {
         var s = Sampler(parameters: SamplingParameters(temperature: 1, topK: 0, topP: 1), seed: 42)
         let logits: [Float] = [0, Float(log(3.0))]  // probabilities 1/4, 3/4
