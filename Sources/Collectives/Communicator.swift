@@ -43,6 +43,9 @@ public protocol Communicator: AnyObject, Sendable {
     /// the success path; collectives after it throw. (Under MPI this is `MPI_Finalize`, which waits
     /// for every rank: never call it on an error path, call `fail` there.)
     func finalize() throws(CollectiveError)
+    /// What this rank's collectives have carried so far (calls, payload bytes, seconds inside
+    /// them), counted from the start; subtract two readings to measure a stretch of work.
+    var traffic: CollectiveTraffic { get }
 }
 
 extension Communicator {
@@ -109,6 +112,107 @@ func writeToStandardError(_ text: String) {
     }
 }
 
+/// What a rank's collective calls carried: per kind of collective, the calls made, the payload
+/// bytes this rank sent and received, and the seconds spent inside the calls (waiting for the
+/// other ranks included).
+///
+/// Payload is the data that has to leave or reach this rank, not what the MPI library puts on the
+/// wire (that depends on its algorithm: recursive doubling sends a whole allreduce buffer log2(P)
+/// times, a ring about twice, and a broadcast tree forwards through intermediate ranks). Per call
+/// of n bytes: allreduce sends and receives n (this rank's contribution out, the sum in);
+/// broadcast, the root sends n and every other rank receives n; gather, every rank but the root
+/// sends n and the root receives (P - 1) n.
+public struct CollectiveTraffic: Sendable, Equatable, Codable {
+    public struct Counter: Sendable, Equatable, Codable {
+        public var calls = 0
+        public var sent = 0
+        public var received = 0
+        public var seconds = 0.0
+
+        public init(calls: Int = 0, sent: Int = 0, received: Int = 0, seconds: Double = 0) {
+            self.calls = calls
+            self.sent = sent
+            self.received = received
+            self.seconds = seconds
+        }
+
+        public static func - (a: Counter, b: Counter) -> Counter {
+            Counter(calls: a.calls - b.calls, sent: a.sent - b.sent, received: a.received - b.received,
+                    seconds: a.seconds - b.seconds)
+        }
+
+        public static func + (a: Counter, b: Counter) -> Counter {
+            Counter(calls: a.calls + b.calls, sent: a.sent + b.sent, received: a.received + b.received,
+                    seconds: a.seconds + b.seconds)
+        }
+    }
+
+    /// `allreduceSum` (whatever its payload encoding: the bytes are the encoded bytes).
+    public var allreduce = Counter()
+    /// `broadcast` and `broadcastWaiting`.
+    public var broadcast = Counter()
+    public var gather = Counter()
+    public var barrier = Counter()
+
+    public init() {}
+
+    public var total: Counter { allreduce + broadcast + gather + barrier }
+
+    public static func - (a: CollectiveTraffic, b: CollectiveTraffic) -> CollectiveTraffic {
+        var d = CollectiveTraffic()
+        d.allreduce = a.allreduce - b.allreduce
+        d.broadcast = a.broadcast - b.broadcast
+        d.gather = a.gather - b.gather
+        d.barrier = a.barrier - b.barrier
+        return d
+    }
+
+    public static func + (a: CollectiveTraffic, b: CollectiveTraffic) -> CollectiveTraffic {
+        var d = CollectiveTraffic()
+        d.allreduce = a.allreduce + b.allreduce
+        d.broadcast = a.broadcast + b.broadcast
+        d.gather = a.gather + b.gather
+        d.barrier = a.barrier + b.barrier
+        return d
+    }
+}
+
+/// Counts a communicator's collectives. Calls come from one thread (the engine's); the lock only
+/// keeps a reading from another thread consistent.
+final class TrafficMeter: Sendable {
+    enum Kind { case allreduce, broadcast, gather, barrier }
+
+    private let state = Mutex(CollectiveTraffic())
+
+    var reading: CollectiveTraffic { state.withLock { $0 } }
+
+    /// Runs `body` (one collective that sends and receives these payload bytes on this rank) and
+    /// counts it, also when it throws.
+    @inline(__always)
+    func measure<R>(_ kind: Kind, sent: Int, received: Int, _ body: () throws(CollectiveError) -> R) throws(CollectiveError) -> R {
+        let start = monotonicNanoseconds()
+        defer {
+            let call = CollectiveTraffic.Counter(calls: 1, sent: sent, received: received,
+                                                 seconds: Double(monotonicNanoseconds() &- start) * 1e-9)
+            state.withLock { t in
+                switch kind {
+                case .allreduce: t.allreduce = t.allreduce + call
+                case .broadcast: t.broadcast = t.broadcast + call
+                case .gather: t.gather = t.gather + call
+                case .barrier: t.barrier = t.barrier + call
+                }
+            }
+        }
+        return try body()
+    }
+}
+
+func monotonicNanoseconds() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
+}
+
 /// What went wrong in a collective call.
 public struct CollectiveError: Error, CustomStringConvertible, Sendable {
     /// The call that failed (`allreduceSum`, `broadcast`, `MPI_Init_thread`, ...).
@@ -143,6 +247,8 @@ public final class SingleProcessCommunicator: Communicator {
     private let finalized = Atomic<Bool>(false)
 
     public init() {}
+    /// Always zero: nothing leaves the process.
+    public var traffic: CollectiveTraffic { CollectiveTraffic() }
     public var rank: Int { 0 }
     public var size: Int { 1 }
 

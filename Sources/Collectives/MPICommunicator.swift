@@ -51,6 +51,9 @@ public final class MPICommunicator: Communicator {
 
     private let initializingThread: UInt
     private let finalized = Atomic<Bool>(false)
+    private let meter = TrafficMeter()
+
+    public var traffic: CollectiveTraffic { meter.reading }
     private static let initialized = Atomic<Bool>(false)
 
     private init(rank: Int, size: Int, maximumCountPerCall: Int, providedThreadLevel: Int32) {
@@ -92,9 +95,12 @@ public final class MPICommunicator: Communicator {
         let operation = "allreduceSum"
         try checkUsable(operation)
         guard let base = buffer.baseAddress, buffer.count > 0 else { return }
-        for chunk in chunkRanges(count: buffer.count, limit: maximumCountPerCall) {
-            try Self.check(MPI_Allreduce(cmpi_in_place(), base + chunk.lowerBound, Int32(chunk.count), cmpi_float(),
-                                         cmpi_op_sum(), cmpi_comm_world()), operation)
+        let bytes = buffer.count * MemoryLayout<Float>.size
+        try meter.measure(.allreduce, sent: bytes, received: bytes) { () throws(CollectiveError) in
+            for chunk in chunkRanges(count: buffer.count, limit: maximumCountPerCall) {
+                try Self.check(MPI_Allreduce(cmpi_in_place(), base + chunk.lowerBound, Int32(chunk.count), cmpi_float(),
+                                             cmpi_op_sum(), cmpi_comm_world()), operation)
+            }
         }
     }
 
@@ -102,11 +108,13 @@ public final class MPICommunicator: Communicator {
         let operation = "broadcast"
         try checkUsable(operation)
         var placeholder: UInt8 = 0
-        try withUnsafeMutablePointer(to: &placeholder) { (empty) throws(CollectiveError) in
-            let base = buffer.baseAddress ?? UnsafeMutableRawPointer(empty)
-            for chunk in chunkRanges(count: buffer.count, limit: maximumCountPerCall) {
-                try Self.check(MPI_Bcast(base + chunk.lowerBound, Int32(chunk.count), cmpi_byte(),
-                                         Int32(clamping: root), cmpi_comm_world()), operation)
+        try meter.measure(.broadcast, sent: rank == root ? buffer.count : 0, received: rank == root ? 0 : buffer.count) { () throws(CollectiveError) in
+            try withUnsafeMutablePointer(to: &placeholder) { (empty) throws(CollectiveError) in
+                let base = buffer.baseAddress ?? UnsafeMutableRawPointer(empty)
+                for chunk in chunkRanges(count: buffer.count, limit: maximumCountPerCall) {
+                    try Self.check(MPI_Bcast(base + chunk.lowerBound, Int32(chunk.count), cmpi_byte(),
+                                             Int32(clamping: root), cmpi_comm_world()), operation)
+                }
             }
         }
     }
@@ -122,32 +130,28 @@ public final class MPICommunicator: Communicator {
             throw .usage(operation, "\(buffer.count) bytes exceed one call's limit of \(maximumCountPerCall)")
         }
         var placeholder: UInt8 = 0
-        try withUnsafeMutablePointer(to: &placeholder) { (empty) throws(CollectiveError) in
-            let base = buffer.baseAddress ?? UnsafeMutableRawPointer(empty)
-            var request: MPI_Request? = nil
-            try Self.check(MPI_Ibcast(base, Int32(buffer.count), cmpi_byte(), Int32(clamping: root), cmpi_comm_world(), &request),
-                           operation)
-            if rank == root {
-                try Self.check(MPI_Wait(&request, cmpi_status_ignore()), operation)
-                return
-            }
-            let start = Self.monotonicNanoseconds()
-            var done: Int32 = 0
-            while true {
-                try Self.check(MPI_Test(&request, &done, cmpi_status_ignore()), operation)
-                if done != 0 { return }
-                let waited = Self.monotonicNanoseconds() &- start
-                if waited < 2_000_000 { continue }
-                var pause = timespec(tv_sec: 0, tv_nsec: waited < 50_000_000 ? 100_000 : 1_000_000)
-                nanosleep(&pause, nil)
+        try meter.measure(.broadcast, sent: rank == root ? buffer.count : 0, received: rank == root ? 0 : buffer.count) { () throws(CollectiveError) in
+            try withUnsafeMutablePointer(to: &placeholder) { (empty) throws(CollectiveError) in
+                let base = buffer.baseAddress ?? UnsafeMutableRawPointer(empty)
+                var request: MPI_Request? = nil
+                try Self.check(MPI_Ibcast(base, Int32(buffer.count), cmpi_byte(), Int32(clamping: root), cmpi_comm_world(), &request),
+                               operation)
+                if rank == root {
+                    try Self.check(MPI_Wait(&request, cmpi_status_ignore()), operation)
+                    return
+                }
+                let start = monotonicNanoseconds()
+                var done: Int32 = 0
+                while true {
+                    try Self.check(MPI_Test(&request, &done, cmpi_status_ignore()), operation)
+                    if done != 0 { return }
+                    let waited = monotonicNanoseconds() &- start
+                    if waited < 2_000_000 { continue }
+                    var pause = timespec(tv_sec: 0, tv_nsec: waited < 50_000_000 ? 100_000 : 1_000_000)
+                    nanosleep(&pause, nil)
+                }
             }
         }
-    }
-
-    static func monotonicNanoseconds() -> UInt64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
     }
 
     public func gather(_ send: UnsafeRawBufferPointer, into receive: UnsafeMutableRawBufferPointer, root: Int) throws(CollectiveError) {
@@ -159,39 +163,43 @@ public final class MPICommunicator: Communicator {
             throw .usage(operation, "the receive buffer holds \(receive.count) bytes, \(size) ranks send \(n) each")
         }
         var placeholder: UInt8 = 0
-        try withUnsafeMutablePointer(to: &placeholder) { (empty) throws(CollectiveError) in
-            let sendBase = UnsafeRawPointer(send.baseAddress ?? UnsafeRawPointer(empty))
-            let receiveBase = isRoot ? (receive.baseAddress ?? UnsafeMutableRawPointer(empty)) : nil
-            let chunks = chunkRanges(count: n, limit: maximumCountPerCall)
-            if chunks.count == 1 {
-                try Self.check(MPI_Gather(sendBase, Int32(n), cmpi_byte(), receiveBase, Int32(n), cmpi_byte(),
-                                          Int32(clamping: root), cmpi_comm_world()), operation)
-                return
-            }
-            for chunk in chunks {
-                // Piece k of every rank's block: rank r's bytes must land at r * n + chunk.lowerBound,
-                // an offset an `int` displacement cannot hold. On root, receive one element of a
-                // type that is `chunk.count` bytes long with an extent (MPI_Aint) of n, so
-                // consecutive ranks land n bytes apart.
-                var slot = cmpi_datatype_null()
-                if isRoot {
-                    var piece = cmpi_datatype_null()
-                    try Self.check(MPI_Type_contiguous(Int32(chunk.count), cmpi_byte(), &piece), operation)
-                    defer { _ = MPI_Type_free(&piece) }
-                    try Self.check(MPI_Type_create_resized(piece, 0, MPI_Aint(n), &slot), operation)
-                    try Self.check(MPI_Type_commit(&slot), operation)
+        try meter.measure(.gather, sent: isRoot ? 0 : n, received: isRoot ? (size - 1) * n : 0) { () throws(CollectiveError) in
+            try withUnsafeMutablePointer(to: &placeholder) { (empty) throws(CollectiveError) in
+                let sendBase = UnsafeRawPointer(send.baseAddress ?? UnsafeRawPointer(empty))
+                let receiveBase = isRoot ? (receive.baseAddress ?? UnsafeMutableRawPointer(empty)) : nil
+                let chunks = chunkRanges(count: n, limit: maximumCountPerCall)
+                if chunks.count == 1 {
+                    try Self.check(MPI_Gather(sendBase, Int32(n), cmpi_byte(), receiveBase, Int32(n), cmpi_byte(),
+                                              Int32(clamping: root), cmpi_comm_world()), operation)
+                    return
                 }
-                defer { if isRoot { _ = MPI_Type_free(&slot) } }
-                try Self.check(MPI_Gather(sendBase + chunk.lowerBound, Int32(chunk.count), cmpi_byte(),
-                                          receiveBase.map { $0 + chunk.lowerBound }, 1, slot,
-                                          Int32(clamping: root), cmpi_comm_world()), operation)
+                for chunk in chunks {
+                    // Piece k of every rank's block: rank r's bytes must land at r * n + chunk.lowerBound,
+                    // an offset an `int` displacement cannot hold. On root, receive one element of a
+                    // type that is `chunk.count` bytes long with an extent (MPI_Aint) of n, so
+                    // consecutive ranks land n bytes apart.
+                    var slot = cmpi_datatype_null()
+                    if isRoot {
+                        var piece = cmpi_datatype_null()
+                        try Self.check(MPI_Type_contiguous(Int32(chunk.count), cmpi_byte(), &piece), operation)
+                        defer { _ = MPI_Type_free(&piece) }
+                        try Self.check(MPI_Type_create_resized(piece, 0, MPI_Aint(n), &slot), operation)
+                        try Self.check(MPI_Type_commit(&slot), operation)
+                    }
+                    defer { if isRoot { _ = MPI_Type_free(&slot) } }
+                    try Self.check(MPI_Gather(sendBase + chunk.lowerBound, Int32(chunk.count), cmpi_byte(),
+                                              receiveBase.map { $0 + chunk.lowerBound }, 1, slot,
+                                              Int32(clamping: root), cmpi_comm_world()), operation)
+                }
             }
         }
     }
 
     public func barrier() throws(CollectiveError) {
         try checkUsable("barrier")
-        try Self.check(MPI_Barrier(cmpi_comm_world()), "barrier")
+        try meter.measure(.barrier, sent: 0, received: 0) { () throws(CollectiveError) in
+            try Self.check(MPI_Barrier(cmpi_comm_world()), "barrier")
+        }
     }
 
     /// `MPI_Abort` on the world: Open MPI kills every rank and `mpirun` exits with `code`.

@@ -188,6 +188,7 @@ func runReport(_ comm: any Communicator) -> Report {
     // allreduceSum: rank r contributes (r + 1) * (i % 17) + i % 5 at index i; every value is a small
     // integer, so the float sums are exact: (P(P+1)/2) * (i % 17) + P * (i % 5).
     let triangle = size * (size + 1) / 2
+    let beforeAllreduce = comm.traffic
     for count in [0, 1, 7, 1023, 4097, 1 << 20 + 5] {
         var values = (0..<count).map { Float((rank + 1) * ($0 % 17) + $0 % 5) }
         attempt("allreduceSum(\(count))") { () throws(CollectiveError) in
@@ -201,6 +202,21 @@ func runReport(_ comm: any Communicator) -> Report {
         try single.withUnsafeMutableBufferPointer { (b) throws(CollectiveError) in try comm.allreduceSum(b) }
     }
     report.set("sum_of_rank_plus_one", Int(single[0]))
+
+    // traffic: one call per allreduceSum that has values (however many MPI calls a long buffer
+    // takes), its bytes, time spent; nothing else counted. Zero on the group of one.
+    let counted = comm.traffic - beforeAllreduce
+    let moving = comm is SingleProcessCommunicator ? 0 : 1
+    let expectedBytes = 4 * (1 + 7 + 1023 + 4097 + (1 << 20 + 5) + 1)
+    report.set("traffic_allreduce_calls", counted.allreduce.calls)
+    report.set("traffic_allreduce_bytes", counted.allreduce.sent)
+    report.expect(counted.allreduce == .init(calls: 6 * moving, sent: expectedBytes * moving, received: expectedBytes * moving,
+                                             seconds: counted.allreduce.seconds),
+                  "traffic: allreduce \(counted.allreduce), expected \(6 * moving) calls of \(expectedBytes * moving) bytes each way")
+    report.expect((counted.allreduce.seconds > 0) == (moving == 1), "traffic: \(counted.allreduce.seconds) s in allreduce")
+    report.expect(counted.broadcast == .init() && counted.gather == .init() && counted.barrier == .init(),
+                  "traffic: other collectives counted during the allreduces: \(counted)")
+    let beforeBroadcast = comm.traffic
 
     // broadcast: from root 0, the last rank and the middle one; bytes and a typed Int64 buffer.
     func pattern(_ i: Int, _ root: Int) -> UInt8 { UInt8(truncatingIfNeeded: i &* 31 &+ root &* 7 &+ 1) }
@@ -222,6 +238,15 @@ func runReport(_ comm: any Communicator) -> Report {
         broadcastValues.append(Int(typed[0] / 1_000_000_007))
     }
     report.set("broadcast_roots_received", broadcastValues)
+    let roots = Set([0, size - 1, size / 2]).count
+    let broadcasts = comm.traffic - beforeBroadcast
+    // Each root broadcasts 0, 13, 2^20 + 3 and 24 bytes: sent by the root, received by the others.
+    let perRoot = 13 + (1 << 20 + 3) + 24
+    let asRoot = Set([0, size - 1, size / 2]).contains(rank) ? 1 : 0
+    report.expect(broadcasts.broadcast.calls == 4 * roots * moving
+                      && broadcasts.broadcast.sent == asRoot * perRoot * moving
+                      && broadcasts.broadcast.received == (roots - asRoot) * perRoot * moving,
+                  "traffic: broadcast \(broadcasts.broadcast) for \(roots) roots")
 
     // broadcastWaiting: the root is 80 ms late; the others must get the bytes without spinning
     // a core all that time (they sleep between polls after the first 2 ms).
