@@ -1,3 +1,4 @@
+import Collectives
 import Foundation
 import Medusa
 import Worker
@@ -13,6 +14,8 @@ public enum Benchmark {
         /// Seconds of the decode phase by part (the forward's parts, plus `sampling_other`: the
         /// rest of the decode loop — sampling, end-of-generation checks, bookkeeping).
         public var decodeSplit: [String: Double]
+        /// What rank 0's collectives carried during the decode phase (zero on a group of one).
+        public var network: NetworkUse
 
         /// Decode tokens/s: the first token comes from the prefill's logits, so generated - 1 steps.
         public var decodeTokensPerSecond: Double {
@@ -37,9 +40,11 @@ public enum Benchmark {
         generator.decodeProfile = profile
         defer { generator.decodeProfile = nil }
         var sampler = Sampler(parameters: SamplingParameters(temperature: 0), seed: 0)
+        let meter = NetworkMeter(generator.model.communicator)
         let result = try generator.generate(
-            prompt: prompt, maxTokens: maxTokens, sampler: &sampler, stopAt: isEndOfGeneration)
-        return (DecodeRun(result, profile: profile), result.tokens)
+            prompt: prompt, maxTokens: maxTokens, sampler: &sampler, stopAt: isEndOfGeneration, onToken: meter.onToken)
+        let network = meter.finish(steps: max(result.tokens.count - 1, 0), tokens: max(result.tokens.count - 1, 0))
+        return (DecodeRun(result, profile: profile, network: network), result.tokens)
     }
 
     /// One greedy Medusa run of one prompt: the same measurements as `plainDecode`, the tokens (to
@@ -52,10 +57,14 @@ public enum Benchmark {
         generator.decodeProfile = profile
         defer { generator.decodeProfile = nil }
         var sampler = Sampler(parameters: SamplingParameters(temperature: 0), seed: 0)
+        let meter = NetworkMeter(generator.model.communicator)
         let result = try generator.generate(
-            prompt: prompt, maxTokens: maxTokens, sampler: &sampler, stopAt: isEndOfGeneration)
+            prompt: prompt, maxTokens: maxTokens, sampler: &sampler, stopAt: isEndOfGeneration, onToken: meter.onToken)
         let stats = result.medusa ?? MedusaStats(depth: 0)
-        return (DecodeRun(result, profile: profile, extra: ["medusa_heads": stats.headsSeconds]), result.tokens, stats)
+        // The first token comes from the prefill; every other one from a verify step.
+        let network = meter.finish(steps: stats.steps, tokens: max(result.tokens.count - 1, 0))
+        return (DecodeRun(result, profile: profile, network: network, extra: ["medusa_heads": stats.headsSeconds]),
+                result.tokens, stats)
     }
 
     /// T(n): the time of one verify step of n tokens (forward with a causal mask over the step,
@@ -170,11 +179,87 @@ extension Benchmark {
 extension Benchmark.DecodeRun {
     /// A generation's measurements: the forward's parts from `profile`, the `extra` parts timed
     /// outside it, and `sampling_other`, the rest of the decode phase.
-    init(_ result: GenerationResult, profile: StepProfile, extra: [String: Double] = [:]) {
+    init(_ result: GenerationResult, profile: StepProfile, network: Benchmark.NetworkUse, extra: [String: Double] = [:]) {
         var split = extra
         for part in StepProfile.Part.allCases { split[part.name] = profile[part] }
         split["sampling_other"] = max(0, result.decodeSeconds - profile.total - extra.values.reduce(0, +))
         self.init(promptTokens: result.promptTokens, generatedTokens: result.tokens.count,
-                  prefillSeconds: result.prefillSeconds, decodeSeconds: result.decodeSeconds, decodeSplit: split)
+                  prefillSeconds: result.prefillSeconds, decodeSeconds: result.decodeSeconds, decodeSplit: split,
+                  network: network)
+    }
+}
+
+extension Benchmark {
+    /// What rank 0 sent to the group during a decode phase: its collectives (calls, payload
+    /// bytes, seconds inside them) and what left its network namespace's interfaces.
+    public struct NetworkUse: Sendable, Codable {
+        /// Forward steps of the decode phase (plain decoding: one per token after the first).
+        public var steps = 0
+        /// Tokens those steps produced.
+        public var tokens = 0
+        /// Rank 0's collectives in the decode phase.
+        public var traffic = CollectiveTraffic()
+        /// Bytes sent by every interface but loopback of rank 0's network namespace
+        /// (/proc/self/net/dev): the real traffic on the wire between hosts, headers included,
+        /// and anything else this namespace sent meanwhile. nil where /proc/self/net/dev is absent.
+        public var interfaceBytesSent: Int?
+
+        public init() {}
+
+        public static func + (a: NetworkUse, b: NetworkUse) -> NetworkUse {
+            var sum = NetworkUse()
+            sum.steps = a.steps + b.steps
+            sum.tokens = a.tokens + b.tokens
+            sum.traffic = a.traffic + b.traffic
+            if let x = a.interfaceBytesSent, let y = b.interfaceBytesSent { sum.interfaceBytesSent = x + y }
+            return sum
+        }
+    }
+
+    /// Bytes sent so far by the interfaces (loopback excluded) of this process's network namespace.
+    public static func interfaceBytesSent() -> Int? {
+        // Read to the end: /proc files report a size of 0.
+        guard let data = FileHandle(forReadingAtPath: "/proc/self/net/dev")?.readDataToEndOfFile() else { return nil }
+        let text = String(decoding: data, as: UTF8.self)
+        var total = 0
+        // "  eth0: rx_bytes rx_packets ... (8 receive fields) tx_bytes ..."
+        for line in text.split(separator: "\n") {
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            let name = line[..<colon].trimmingCharacters(in: .whitespaces)
+            let fields = line[line.index(after: colon)...].split(separator: " ")
+            guard name != "lo", fields.count >= 9, let sent = Int(fields[8]) else { continue }
+            total += sent
+        }
+        return total
+    }
+}
+
+/// Takes rank 0's network readings at the start of a decode phase (its first token, which the
+/// prefill produced) and at its end.
+private final class NetworkMeter {
+    let communicator: any Communicator
+    private var startTraffic: CollectiveTraffic?
+    private var startInterface: Int?
+
+    init(_ communicator: any Communicator) { self.communicator = communicator }
+
+    var onToken: (Int32) -> Bool {
+        { [self] _ in
+            if startTraffic == nil {
+                startTraffic = communicator.traffic
+                startInterface = Benchmark.interfaceBytesSent()
+            }
+            return true
+        }
+    }
+
+    func finish(steps: Int, tokens: Int) -> Benchmark.NetworkUse {
+        var use = Benchmark.NetworkUse()
+        use.steps = steps
+        use.tokens = tokens
+        guard let startTraffic else { return use }
+        use.traffic = communicator.traffic - startTraffic
+        if let a = startInterface, let b = Benchmark.interfaceBytesSent() { use.interfaceBytesSent = b - a }
+        return use
     }
 }

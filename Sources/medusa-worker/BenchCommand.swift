@@ -142,6 +142,7 @@ struct BenchCommand: ParsableCommand {
         }
         var reports: [PromptReport] = []
         var plainSplit = SplitSum(), medusaSplit = SplitSum()
+        var plainNetwork = Benchmark.NetworkUse(), medusaNetwork = Benchmark.NetworkUse()
         var steps = 0, gained = 0
         for (index, text) in texts.enumerated() {
             let tokens = loaded.userMessageTokens(text)
@@ -156,10 +157,12 @@ struct BenchCommand: ParsableCommand {
                 prefill.append(plain.run.prefillTokensPerSecond)
                 generated = plain.run.generatedTokens
                 plainSplit.add(plain.run)
+                plainNetwork = plainNetwork + plain.run.network
                 if let medusa {
                     let m = try Benchmark.medusaDecode(generator: medusa, prompt: tokens, maxTokens: maxTokens, stopAt: stop)
                     medusaDecode.append(m.run.decodeTokensPerSecond)
                     medusaSplit.add(m.run)
+                    medusaNetwork = medusaNetwork + m.run.network
                     identical = identical && m.tokens == plain.tokens
                     promptSteps += m.stats.steps
                     promptGained += m.stats.tokensGained
@@ -206,8 +209,11 @@ struct BenchCommand: ParsableCommand {
                 var identical_output: Bool?
                 var tree_nodes: Int?
                 var medusa_time_share: [String: Double]?
+                var decode_network: NetworkSummary?
+                var medusa_network: NetworkSummary?
                 var prompts: [PromptReport]
             }
+            let ranks = loaded.model.communicator.size
             try emitJSON(Report(
                 threads: modelOptions.threadCount, ranks: loaded.model.communicator.size, runs: runs, max_tokens: maxTokens,
                 matmul_inputs: loaded.model.matmulInputs.rawValue, kernels: loaded.model.matmulInputs.kernels,
@@ -215,17 +221,21 @@ struct BenchCommand: ParsableCommand {
                 decode_time_share: plainSplit.shares, medusa_decode_tokens_per_second: medusaRate,
                 speedup: medusaRate.map { $0 / plainRate }, mean_accepted_tokens: meanAccepted,
                 identical_output: allIdentical, tree_nodes: medusa?.tree.count,
-                medusa_time_share: medusa == nil ? nil : medusaSplit.shares, prompts: reports))
+                medusa_time_share: medusa == nil ? nil : medusaSplit.shares,
+                decode_network: ranks > 1 ? NetworkSummary(plainNetwork) : nil,
+                medusa_network: ranks > 1 && medusa != nil ? NetworkSummary(medusaNetwork) : nil, prompts: reports))
         } else {
             emit("\(texts.count) prompts, \(runs) runs each, \(modelOptions.threadCount) threads, \(loaded.model.communicator.size) ranks, matmul inputs \(loaded.model.matmulInputs.described), \(loaded.model.kvCacheType) KV cache\n")
             emit(String(format: "plain decoding: %.1f tok/s (median over prompts of each prompt's median)\n", plainRate))
             emit(String(format: "prefill:        %.1f tok/s\n", prefillRate))
             emit("decode step time: \(plainSplit.described)\n")
+            if loaded.model.communicator.size > 1 { emit("decode network: \(NetworkSummary(plainNetwork).described)\n") }
             if let medusaRate, let medusa {
                 emit(String(format: "Medusa (%d-node tree): %.1f tok/s, %.2fx plain, %.2f tokens per verify step, output %@\n",
                             medusa.tree.count, medusaRate, medusaRate / plainRate, meanAccepted ?? 0,
                             allIdentical == true ? "identical" : "DIFFERS"))
                 emit("Medusa decode time: \(medusaSplit.described)\n")
+                if loaded.model.communicator.size > 1 { emit("Medusa network: \(NetworkSummary(medusaNetwork).described)\n") }
             }
         }
     }
@@ -245,6 +255,56 @@ private struct SplitSum {
 
     var described: String {
         shares.sorted { $0.value > $1.value }.map { String(format: "%@ %.1f%%", $0.key, 100 * $0.value) }.joined(separator: ", ")
+    }
+}
+
+/// Rank 0's collectives in a decode phase, per forward step and per token.
+private struct NetworkSummary: Encodable {
+    var steps: Int
+    var tokens: Int
+    var allreduce_calls_per_step: Double
+    var allreduce_ms_per_step: Double
+    /// The plan broadcasts (one per forward, one per LM-head call on a group).
+    var broadcast_calls_per_step: Double
+    var broadcast_ms_per_step: Double
+    /// The vocabulary-parallel LM head's gathers of logit slices.
+    var gather_calls_per_step: Double
+    var gather_ms_per_step: Double
+    /// Payload bytes per generated token that rank 0 sent and received, by kind of collective (see
+    /// `CollectiveTraffic`: the data that has to move, not what the algorithm puts on the wire).
+    var sent_bytes_per_token: [String: Double]
+    var received_bytes_per_token: [String: Double]
+    /// Bytes that left rank 0's network namespace (all interfaces but loopback) per token: on
+    /// hosts of their own (or emulated hosts), the real traffic to the other ranks with headers.
+    var interface_bytes_sent_per_token: Double?
+
+    init(_ use: Benchmark.NetworkUse) {
+        let s = Double(max(use.steps, 1)), t = Double(max(use.tokens, 1)), tr = use.traffic
+        steps = use.steps
+        tokens = use.tokens
+        allreduce_calls_per_step = Double(tr.allreduce.calls) / s
+        allreduce_ms_per_step = tr.allreduce.seconds * 1e3 / s
+        broadcast_calls_per_step = Double(tr.broadcast.calls) / s
+        broadcast_ms_per_step = tr.broadcast.seconds * 1e3 / s
+        gather_calls_per_step = Double(tr.gather.calls) / s
+        gather_ms_per_step = tr.gather.seconds * 1e3 / s
+        let kinds = [("allreduce", tr.allreduce), ("broadcast", tr.broadcast), ("gather", tr.gather)]
+        sent_bytes_per_token = Dictionary(uniqueKeysWithValues: kinds.map { ($0.0, Double($0.1.sent) / t) })
+        received_bytes_per_token = Dictionary(uniqueKeysWithValues: kinds.map { ($0.0, Double($0.1.received) / t) })
+        interface_bytes_sent_per_token = use.interfaceBytesSent.map { Double($0) / t }
+    }
+
+    var described: String {
+        func kb(_ d: [String: Double], _ k: String) -> Double { (d[k] ?? 0) / 1e3 }
+        var text = String(format: "per step %.0f allreduces %.2f ms, %.1f plan broadcasts %.2f ms, %.1f logit gathers %.2f ms; rank 0 per token sends %.1f KB (allreduce %.1f, broadcast %.1f), receives %.1f KB (allreduce %.1f, gather %.1f)",
+                          allreduce_calls_per_step, allreduce_ms_per_step, broadcast_calls_per_step, broadcast_ms_per_step,
+                          gather_calls_per_step, gather_ms_per_step,
+                          sent_bytes_per_token.values.reduce(0, +) / 1e3, kb(sent_bytes_per_token, "allreduce"),
+                          kb(sent_bytes_per_token, "broadcast"),
+                          received_bytes_per_token.values.reduce(0, +) / 1e3, kb(received_bytes_per_token, "allreduce"),
+                          kb(received_bytes_per_token, "gather"))
+        if let wire = interface_bytes_sent_per_token { text += String(format: ", %.1f KB through its interfaces", wire / 1e3) }
+        return text
     }
 }
 
