@@ -163,7 +163,7 @@ import Worker
         let doubles = try rewrite { t in
             t.name == "model.norm.weight" ? SafetensorsWriter.Tensor(name: t.name, dtype: "F64", shape: t.shape, data: Array(file.data(of: t)) + Array(file.data(of: t))) : same(t)
         }
-        #expect(loadError(doubles) == "\(doubles)/model.safetensors: tensor 'model.norm.weight' has dtype F64, which is not supported (supported: F32, F16, BF16)")
+        #expect(loadError(doubles) == "\(doubles)/model.safetensors: tensor 'model.norm.weight' has dtype 'F64', which is not supported (supported: F32, F16, BF16)")
 
         // A tokenizer with more tokens than the embedding has rows.
         let extraToken = try rewrite(same)
