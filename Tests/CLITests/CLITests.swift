@@ -314,34 +314,3 @@ import Worker
         #expect(abs(exactPPL - referencePPL) / referencePPL < 1e-4, "exact \(exactPPL), numpy reference \(referencePPL)")
     }
 }
-
-/// Runs a Python script that prints one JSON object.
-enum PythonRunner {
-    /// Whether `python3` can import numpy and gguf (checked once).
-    static let hasNumpyAndGGUF: Bool = {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", "-c", "import numpy, gguf"]
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        guard (try? process.run()) != nil else { return false }
-        process.waitUntilExit()
-        return process.terminationStatus == 0
-    }()
-
-    static func run(_ arguments: [String]) throws -> [String: Any] {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3"] + arguments
-        let out = Pipe()
-        process.standardOutput = out
-        try process.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0,
-              let object = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
-            throw MissingTestData(description: "python3 \(arguments.joined(separator: " ")) failed (status \(process.terminationStatus)): \(String(decoding: data, as: UTF8.self))")
-        }
-        return object
-    }
-}

@@ -30,7 +30,7 @@ struct DequantizeTests {
         #expect(values == low + high)
     }
 
-    @Test("quantizers round-trip within half a step", arguments: KernelTestData.formats)
+    @Test("quantizers round-trip within half a step", arguments: [TensorType.f32, .f16, .bf16, .q8_0, .q4_0, .q4_1, .q5_0, .q5_1])
     func quantizerRoundTrip(type: TensorType) {
         var rng = SplitMix64(seed: 0x9a17 ^ UInt64(type.rawValue))
         let values = KernelTestData.floats(32 * 20, &rng, scale: 3)
@@ -50,6 +50,9 @@ struct DequantizeTests {
             // GGML maps the extreme to -8, so the far end (+7 steps) can be off by a whole step.
             case .q4_0: amax / 8 + amax * 0x1p-9
             case .q4_1: range / 15 * 0.5 + amax * 0x1p-9
+            case .q5_0: amax / 16 + amax * 0x1p-9
+            case .q5_1: range / 31 * 0.5 + amax * 0x1p-9
+            default: 0  // the K-quants' fits have no per-value bound (QuantizerTests checks their error)
             }
             for j in (32 * b)..<(32 * b + 32) {
                 #expect(abs(back[j] - values[j]) <= bound * 1.0001, "\(type) value \(j)")
@@ -59,8 +62,29 @@ struct DequantizeTests {
 
     @Test("a zero block quantizes to zeros", arguments: KernelTestData.formats)
     func zeroBlock(type: TensorType) {
-        let bytes = Quantizer.quantize([Float](repeating: 0, count: 32), to: type)
-        let back = bytes.withUnsafeBytes { ReferenceKernels.dequantize(type, $0, count: 32) }
-        #expect(back == [Float](repeating: 0, count: 32))
+        let count = max(32, type.blockSize)
+        let bytes = Quantizer.quantize([Float](repeating: 0, count: count), to: type)
+        let back = bytes.withUnsafeBytes { ReferenceKernels.dequantize(type, $0, count: count) }
+        #expect(back == [Float](repeating: 0, count: count))
+    }
+
+    @Test("a K-quant row dequantizes from any 32-value group on (column slices)",
+          arguments: TensorType.allCases.filter { $0.blockSize == 256 })
+    func fromAnyGroup(type: TensorType) {
+        var rng = SplitMix64(seed: 0x6a0 ^ UInt64(type.rawValue))
+        let bytes = KernelTestData.randomBlocks(type, blocks: 3, &rng)
+        let whole = bytes.withUnsafeBytes { ReferenceKernels.dequantize(type, $0, count: 768) }
+        for first in stride(from: 0, to: 256, by: 32) {
+            for count in [32, 96, 256 - first, 512 - first] {
+                var part = [Float](repeating: .nan, count: count)
+                bytes.withUnsafeBytes { raw in
+                    part.withUnsafeMutableBufferPointer {
+                        Dequantize.row(type, raw.baseAddress!, firstColumn: first, count: count, into: $0.baseAddress!)
+                    }
+                }
+                #expect(zip(part, whole[first..<(first + count)]).allSatisfy { $0.bitPattern == $1.bitPattern },
+                        "\(type) from column \(first), \(count) values")
+            }
+        }
     }
 }

@@ -225,9 +225,9 @@ import Darwin
 
     @Test func unsupportedTensorType() {
         let dir = GGUFTestDirectory()
-        let q4k = GGUFBytes.singleTensor(name: "blk.0.ffn_down.weight", dims: [256, 2], type: 12, dataBytes: 288)
-        check(dir.openError(q4k), is: .unsupportedTensorType(tensor: "blk.0.ffn_down.weight", type: "Q4_K"),
-              path: dir.path("bad.gguf"), naming: ["'blk.0.ffn_down.weight'", "Q4_K"])
+        let iq4 = GGUFBytes.singleTensor(name: "blk.0.ffn_down.weight", dims: [32, 2], type: 20, dataBytes: 36)
+        check(dir.openError(iq4), is: .unsupportedTensorType(tensor: "blk.0.ffn_down.weight", type: "IQ4_NL"),
+              path: dir.path("bad.gguf"), naming: ["'blk.0.ffn_down.weight'", "IQ4_NL"])
         let unknown = GGUFBytes.singleTensor(name: "w", dims: [32], type: 99)
         check(dir.openError(unknown), is: .unsupportedTensorType(tensor: "w", type: "unknown type id 99"),
               path: dir.path("bad.gguf"), naming: ["99"])

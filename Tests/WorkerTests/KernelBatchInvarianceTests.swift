@@ -8,7 +8,7 @@ struct KernelBatchInvarianceTests {
     @Test("a row alone, inside blocks of 2...64 rows, on 1/2/3 threads: bit-identical", arguments: KernelTestData.formats)
     func invariant(type: TensorType) {
         var rng = SplitMix64(seed: 0xba7c4 ^ UInt64(type.rawValue))
-        let (rows, columns) = (75, 608)  // rows not a multiple of 8; 19 blocks
+        let (rows, columns) = (75, KernelTestData.width(608, type))  // rows not a multiple of 8; 19 blocks of 32
         let w = KernelTestData.matrix(type, rows: rows, columns: columns, &rng)
         let total = 64
         let x = KernelTestData.floats(total * columns, &rng, scale: 3)
@@ -38,8 +38,9 @@ struct KernelBatchInvarianceTests {
     @Test("row-sliced shards reproduce the whole matrix bit for bit", arguments: KernelTestData.formats)
     func rowShards(type: TensorType) {
         var rng = SplitMix64(seed: 0x5a4d ^ UInt64(type.rawValue))
-        let w = KernelTestData.matrix(type, rows: 50, columns: 320, &rng)
-        let x = KernelTestData.floats(6 * 320, &rng)
+        let columns = KernelTestData.width(320, type)
+        let w = KernelTestData.matrix(type, rows: 50, columns: columns, &rng)
+        let x = KernelTestData.floats(6 * columns, &rng)
         let pool = KernelTestData.pool(2)
         let whole = KernelTestData.multiply(w, x, n: 6, pool: pool)
         for cut in [1, 17, 33, 49] {

@@ -30,6 +30,7 @@ struct KernelMatMulTests {
         let pool = KernelTestData.pool(2)
         let shapes = [(1, 32), (7, 64), (13, 96), (67, 576), (9, 4096), (45, 1536)]
         for (rows, columns) in shapes {
+            let columns = KernelTestData.width(columns, type)
             let w = KernelTestData.matrix(type, rows: rows, columns: columns, &rng, padding: rows % 3 * 2)
             for n in 1...9 {
                 let x = KernelTestData.floats(n * columns, &rng, scale: 2)
@@ -54,7 +55,8 @@ struct KernelMatMulTests {
     func strides(type: TensorType) {
         var rng = SplitMix64(seed: 0x57d ^ UInt64(type.rawValue))
         let pool = KernelTestData.pool(2)
-        let (rows, columns, n, xStride, yStride) = (19, 128, 5, 160, 23)
+        let (rows, columns, n) = (19, KernelTestData.width(128, type), 5)
+        let (xStride, yStride) = (columns + 32, 23)
         let w = KernelTestData.matrix(type, rows: rows, columns: columns, &rng)
         let x = KernelTestData.floats(n * xStride, &rng)
         var y = [Float](repeating: -7, count: n * yStride)
@@ -85,7 +87,7 @@ struct KernelMatMulTests {
     func fusedProducts(type: TensorType) {
         var rng = SplitMix64(seed: 0xf05e ^ UInt64(type.rawValue))
         let pool = KernelTestData.pool(2)
-        let columns = 96
+        let columns = KernelTestData.width(96, type)
         let a = KernelTestData.matrix(type, rows: 37, columns: columns, &rng)
         let b = KernelTestData.matrix(type, rows: 9, columns: columns, &rng)
         let c = KernelTestData.matrix(type == .q8_0 ? .q4_1 : .q8_0, rows: 20, columns: columns, &rng)
@@ -119,6 +121,43 @@ struct KernelMatMulTests {
             let outs = run([a, b, c])
             for k in 0..<3 {
                 #expect(zip(outs[k], separate[k]).allSatisfy { $0.bitPattern == $1.bitPattern }, "\(type) product \(k) n=\(n)")
+            }
+        }
+    }
+}
+
+/// Row-parallel shards cut matrices by input columns on 32-value boundaries, which for the
+/// K-quants fall inside 256-value super-blocks: every kernel reads such a slice's own groups with
+/// its super-block's scales.
+@Suite("Column slices")
+struct KernelColumnSliceTests {
+    @Test("a column slice from any 32-value group multiplies as its reference, with every input choice and kernel",
+          arguments: KernelTestData.blockFormats)
+    func slices(type: TensorType) {
+        var rng = SplitMix64(seed: 0xc01 ^ UInt64(type.rawValue))
+        let pool = KernelTestData.pool(2)
+        let columns = KernelTestData.width(768, type), rows = 21, n = 3
+        let w = KernelTestData.matrix(type, rows: rows, columns: columns, &rng, padding: 4)
+        let cuts = [0, 96, 416, 448, columns]
+        for (lo, hi) in zip(cuts, cuts.dropFirst()) {
+            let slice = w.columnSlice(lo..<hi)
+            #expect(slice.firstColumn == (type.blockSize == 256 ? lo % 256 : 0) && slice.columns == hi - lo)
+            let x = KernelTestData.floats(n * slice.columns, &rng, scale: 2)
+            let label = "\(type) columns \(lo)..<\(hi)"
+            KernelMatMulTests.check(slice, x, n: n, KernelTestData.multiply(slice, x, n: n, pool: pool), label: "\(label) fp32")
+            let int16 = ReferenceKernels.multiplyInt16(slice, x: x, n: n), int8 = ReferenceKernels.multiplyInt8(slice, x: x, n: n)
+            var results: [(String, [Float], [Float])] = []
+            for packed in [slice, slice.packedForVNNI()] {
+                let kind = packed.packed == nil ? "rows" : "packed"
+                results.append(("int16 \(kind)", KernelTestData.multiply(packed, x, n: n, pool: pool, inputs: .int16), int16))
+                results.append(("int8 \(kind)", KernelTestData.multiply(packed, x, n: n, pool: pool, inputs: .int8), int8))
+            }
+            for (kind, y, reference) in results {
+                KernelMatMulTests.check(slice, x, n: n, y, reference: reference, label: "\(label) \(kind)")
+            }
+            // The packed kernels compute the portable definition bit for bit.
+            for k in [0, 1] where results.count == 4 {
+                #expect(zip(results[k].1, results[k + 2].1).allSatisfy { $0.bitPattern == $1.bitPattern }, "\(label) \(results[k + 2].0)")
             }
         }
     }

@@ -40,7 +40,20 @@ enum KernelTestData {
             type: type, rows: rows, columns: columns, base: buffer.pointer, rowStride: stride, owner: buffer)
     }
 
-    /// Random blocks: random payload bytes, finite random fp16 scales (and mins).
+    /// Where each quantized type keeps its fp16 scale d and (if any) its fp16 minimum or minimum scale.
+    static func halfOffsets(_ type: TensorType) -> (d: Int, m: Int?) {
+        switch type {
+        case .q4_0, .q5_0, .q8_0: (0, nil)
+        case .q4_1, .q5_1, .q4_K, .q5_K: (0, 2)
+        case .q2_K: (80, 82)
+        case .q3_K: (108, nil)
+        case .q6_K: (208, nil)
+        case .f32, .f16, .bf16: preconditionFailure("\(type) has no scales")
+        }
+    }
+
+    /// Random blocks: random payload bytes (integers and integer sub-scales), finite random fp16
+    /// scales (and mins).
     static func randomBlocks(_ type: TensorType, blocks: Int, _ rng: inout SplitMix64) -> [UInt8] {
         var bytes = (0..<(blocks * type.bytesPerBlock)).map { _ in UInt8.random(in: 0...255, using: &rng) }
         func putHalf(_ v: Float, at offset: Int) {
@@ -51,15 +64,14 @@ enum KernelTestData {
         for b in 0..<blocks {
             let start = b * type.bytesPerBlock
             switch type {
-            case .q8_0, .q4_0:
-                putHalf(Float.random(in: -0.1...0.1, using: &rng), at: start)
-            case .q4_1:
-                putHalf(Float.random(in: -0.1...0.1, using: &rng), at: start)
-                putHalf(Float.random(in: -1...1, using: &rng), at: start + 2)
             case .f16:
                 putHalf(Float.random(in: -70000...70000, using: &rng), at: start)  // includes +-inf
             case .bf16, .f32:
                 break  // every bit pattern is a value; NaNs are compared by bits
+            default:
+                let (d, m) = halfOffsets(type)
+                putHalf(Float.random(in: -0.1...0.1, using: &rng), at: start + d)
+                if let m { putHalf(Float.random(in: -1...1, using: &rng), at: start + m) }
             }
         }
         return bytes
@@ -83,10 +95,18 @@ enum KernelTestData {
     /// Tests run in parallel on few cores: keep idle workers from spinning long.
     static func pool(_ threads: Int) -> ThreadPool { ThreadPool(threadCount: threads, spinIterations: 2000) }
 
-    static let formats: [TensorType] = [.f32, .f16, .bf16, .q8_0, .q4_0, .q4_1]
+    static let formats: [TensorType] = TensorType.allCases
 
     /// The formats with int16- and int8-activation kernels.
     static let blockFormats: [TensorType] = [.q8_0, .q4_0, .q4_1]
+
+    /// The formats with Swift block kernels (fp32 inputs, and int16 inputs on CPUs without VNNI).
+    static let swiftBlockFormats: [TensorType] = [.q8_0, .q4_0, .q4_1]
+
+    /// `columns` rounded up to whole blocks of `type` (a K-quant row holds 256-value super-blocks).
+    static func width(_ columns: Int, _ type: TensorType) -> Int {
+        (columns + type.blockSize - 1) / type.blockSize * type.blockSize
+    }
 
     /// An integer-input kernel against the exact fp32 product: each activation moves by at most half
     /// a step (s / 2) of its block, so |y - y_fp32| <= sum_c |W[r, c]| * s_b(c) / 2, plus fp32
@@ -96,7 +116,7 @@ enum KernelTestData {
         _ type: TensorType, inputs: MatMulInputs, seed: UInt64, scales: (ArraySlice<Float>) -> [Float]
     ) -> Double {
         var rng = SplitMix64(seed: seed ^ UInt64(type.rawValue))
-        let (rows, columns, n) = (33, 576, 5)
+        let (rows, columns, n) = (33, width(576, type), 5)
         let w = matrix(type, rows: rows, columns: columns, &rng)
         let x = floats(n * columns, &rng, scale: 3)
         let exact = ReferenceKernels.multiply(w, x: x, n: n)
@@ -126,7 +146,7 @@ enum KernelTestData {
         multiply: (WeightMatrix, [Float], Int, ThreadPool) -> [Float]
     ) {
         var rng = SplitMix64(seed: seed ^ UInt64(type.rawValue))
-        let (rows, columns, total) = (75, 608, 40)
+        let (rows, columns, total) = (75, width(608, type), 40)
         let w = matrix(type, rows: rows, columns: columns, &rng)
         let x = floats(total * columns, &rng, scale: 3)
         let pools = [pool(1), pool(2), pool(3)]
@@ -150,7 +170,7 @@ enum KernelTestData {
     static func checkFusedProducts(_ type: TensorType, inputs: MatMulInputs, seed: UInt64) {
         var rng = SplitMix64(seed: seed ^ UInt64(type.rawValue))
         let pool = pool(2)
-        let columns = 96
+        let columns = width(96, type)
         // With integer inputs, a and c carry the VNNI kernels' packed rows (when they run here) and b
         // does not: one job runs both kernels (int8), or falls back to the portable one (int16).
         let packing = { (w: WeightMatrix) in inputs != .fp32 ? w.packedForVNNI() : w }

@@ -35,7 +35,7 @@ public enum MatMul {
             let rows = task * chunk..<min(w.rows, (task + 1) * chunk)
             let scratch = pool.scratch(thread: thread, bytes: 4 * w.columns).assumingMemoryBound(to: Float.self)
             for r in rows {
-                Dequantize.row(w.type, w.row(r), count: w.columns, into: scratch)
+                Dequantize.row(w.type, w.row(r), firstColumn: w.firstColumn, count: w.columns, into: scratch)
                 for i in 0..<n {
                     y[i * yStride + r] = FloatDot.dot(scratch, x + i * xStride, count: w.columns)
                 }

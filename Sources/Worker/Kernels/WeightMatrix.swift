@@ -1,16 +1,23 @@
 import CKernels
 
 /// A weight matrix of `rows` output features by `columns` input features, stored row by row in one
-/// `TensorType` (GGML layout: a row is `columns / blockSize` consecutive blocks).
+/// `TensorType` (GGML layout: a row is consecutive blocks).
 ///
-/// Row r starts at `base + r * rowStride`. The matrix does not own its bytes; `owner` keeps the
-/// mapping or allocation alive. Immutable and read-only, so it may be shared across threads.
+/// Row r starts at `base + r * rowStride`. A column slice of a K-quant matrix may start inside a
+/// 256-value super-block (on a 32-value group boundary, `TensorType.sliceGranularity`): its
+/// column 0 is then column `firstColumn` of the first block. The matrix does not own its bytes;
+/// `owner` keeps the mapping or allocation alive. Immutable and read-only, so it may be shared
+/// across threads.
 public struct WeightMatrix: @unchecked Sendable {
     public let type: TensorType
     /// Output features.
     public let rows: Int
-    /// Input features; a multiple of `type.blockSize`.
+    /// Input features; a multiple of `type.sliceGranularity` (of `type.blockSize` when `firstColumn` is 0 and
+    /// the matrix is not a slice).
     public let columns: Int
+    /// Where column 0 sits in the first block of each row: 0, or a multiple of 32 inside a K-quant
+    /// super-block (a column slice's start).
+    public let firstColumn: Int
     /// Bytes between the starts of consecutive rows (>= `type.rowBytes(columns)`).
     public let rowStride: Int
     public let base: UnsafeRawPointer
@@ -28,25 +35,33 @@ public struct WeightMatrix: @unchecked Sendable {
 
     public init(
         type: TensorType, rows: Int, columns: Int, base: UnsafeRawPointer, rowStride: Int? = nil,
-        owner: AnyObject?, packed: PackedRows? = nil
+        firstColumn: Int = 0, owner: AnyObject?, packed: PackedRows? = nil
     ) {
         precondition(rows >= 0 && columns >= 0, "negative matrix shape \(rows) x \(columns)")
         precondition(
-            columns % type.blockSize == 0,
-            "\(type) matrix needs columns in multiples of \(type.blockSize), got \(columns)")
-        let stride = rowStride ?? type.rowBytes(columns)
-        precondition(stride >= type.rowBytes(columns), "row stride \(stride) shorter than a row")
+            firstColumn >= 0 && firstColumn < type.blockSize && firstColumn % type.sliceGranularity == 0,
+            "\(type) matrix cannot start at column \(firstColumn) of a block")
+        precondition(
+            columns % type.sliceGranularity == 0,
+            "\(type) matrix needs columns in multiples of \(type.sliceGranularity), got \(columns)")
+        let spanned = (firstColumn + columns + type.blockSize - 1) / type.blockSize * type.bytesPerBlock
+        let stride = rowStride ?? spanned
+        precondition(stride >= spanned, "row stride \(stride) shorter than a row")
         self.type = type
         self.rows = rows
         self.columns = columns
+        self.firstColumn = firstColumn
         self.rowStride = stride
         self.base = base
         self.owner = owner
         self.packed = packed
     }
 
-    /// Bytes of one row's payload (without padding up to `rowStride`).
-    public var rowBytes: Int { type.rowBytes(columns) }
+    /// Blocks of a row that hold its columns (a slice's first and last may hold others too).
+    public var blocksPerRow: Int { (firstColumn + columns + type.blockSize - 1) / type.blockSize }
+
+    /// Bytes of one row's blocks (without padding up to `rowStride`).
+    public var rowBytes: Int { blocksPerRow * type.bytesPerBlock }
 
     /// Start of row `r`.
     @inline(__always)
@@ -59,21 +74,24 @@ public struct WeightMatrix: @unchecked Sendable {
         if range == 0..<rows { return self }
         return WeightMatrix(
             type: type, rows: range.count, columns: columns, base: base + range.lowerBound * rowStride,
-            rowStride: rowStride, owner: owner)
+            rowStride: rowStride, firstColumn: firstColumn, owner: owner)
     }
 
-    /// The input columns `range` of every row (a row-parallel shard). Both ends must sit on block
-    /// boundaries, so a quantization block never straddles two shards.
+    /// The input columns `range` of every row (a row-parallel shard). Both ends must sit on
+    /// `type.sliceGranularity` boundaries: a 32-value block never straddles two shards, and a
+    /// K-quant super-block may be shared by two, each reading its own groups of it.
     public func columnSlice(_ range: Range<Int>) -> WeightMatrix {
         precondition(
             range.lowerBound >= 0 && range.upperBound <= columns, "columns \(range) outside 0..<\(columns)")
+        let granularity = type.sliceGranularity
         precondition(
-            range.lowerBound % type.blockSize == 0 && range.upperBound % type.blockSize == 0,
-            "column slice \(range) of a \(type) matrix must be aligned to \(type.blockSize)-value blocks")
+            range.lowerBound % granularity == 0 && range.upperBound % granularity == 0,
+            "column slice \(range) of a \(type) matrix must be aligned to \(granularity)-value groups")
         if range == 0..<columns { return self }
+        let start = firstColumn + range.lowerBound
         return WeightMatrix(
-            type: type, rows: rows, columns: range.count, base: base + type.rowBytes(range.lowerBound),
-            rowStride: rowStride, owner: owner)
+            type: type, rows: rows, columns: range.count, base: base + start / type.blockSize * type.bytesPerBlock,
+            rowStride: rowStride, firstColumn: start % type.blockSize, owner: owner)
     }
 
     /// A copy of the rows `rows`, in that order, in memory of its own (e.g. the LM head's rows of a
@@ -86,7 +104,7 @@ public struct WeightMatrix: @unchecked Sendable {
             (storage.pointer + i * bytes).copyMemory(from: row(r), byteCount: bytes)
         }
         let copy = WeightMatrix(type: type, rows: rows.count, columns: columns, base: UnsafeRawPointer(storage.pointer),
-                                owner: storage)
+                                firstColumn: firstColumn, owner: storage)
         return packed == nil ? copy : copy.packedForVNNI()
     }
 
@@ -116,7 +134,7 @@ public struct WeightMatrix: @unchecked Sendable {
     /// products as the reference dequantizer computes them). Used for embedding lookup.
     public func dequantizeRow(_ row: Int, into destination: UnsafeMutablePointer<Float>) {
         precondition(row >= 0 && row < rows, "row \(row) outside 0..<\(rows)")
-        Dequantize.row(type, self.row(row), count: columns, into: destination)
+        Dequantize.row(type, self.row(row), firstColumn: firstColumn, count: columns, into: destination)
     }
 }
 
