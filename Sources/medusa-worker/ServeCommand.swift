@@ -43,6 +43,9 @@ struct ServeCommand: ParsableCommand {
     @Option(help: "Seconds in-flight requests get to finish after SIGTERM/SIGINT; then they end with finish_reason 'length'.")
     var shutdownGrace: Double = 5
 
+    @Option(help: "Seconds a client has to send a request's headers, then its body (else 408), and that an idle connection stays open; answers being written are never cut.")
+    var httpTimeout: Double = 30
+
     @Option(help: "Chat template override: chatml, llama2 or vicuna (default: detected from the model).")
     var chatTemplate: String?
 
@@ -55,6 +58,9 @@ struct ServeCommand: ParsableCommand {
         guard prefillChunk >= 1 else { throw ValidationError("--prefill-chunk must be at least 1, got \(prefillChunk)") }
         guard shutdownGrace >= 0, shutdownGrace.isFinite else {
             throw ValidationError("--shutdown-grace must be a number of seconds >= 0, got \(shutdownGrace)")
+        }
+        guard httpTimeout > 0, httpTimeout <= 86400 else {
+            throw ValidationError("--http-timeout must be a number of seconds in (0, 86400], got \(httpTimeout)")
         }
         if let apiKey, apiKey.isEmpty { throw ValidationError("--api-key must not be empty") }
         if let accept = medusaOptions.accept, accept != "typical" {
@@ -93,7 +99,8 @@ struct ServeCommand: ParsableCommand {
             let modelID = Self.modelID(path: loaded.path)
             let server = OpenAIServer(
                 engine: engine, prompts: PromptEncoder(loaded),
-                configuration: ServerConfiguration(host: host, port: port, apiKey: resolvedAPIKey, modelID: modelID),
+                configuration: ServerConfiguration(host: host, port: port, apiKey: resolvedAPIKey, modelID: modelID,
+                                                   timeout: httpTimeout),
                 metrics: metrics)
             let boundPort = try server.start()
             let grace = shutdownGrace

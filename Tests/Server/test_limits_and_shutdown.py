@@ -160,6 +160,7 @@ def test_queue_limit_and_disconnect(small_server):
         client.completions.create(model=MODEL_ID, prompt="Hello", max_tokens=3)
     assert busy.value.status_code == 429
     assert "busy" in busy.value.body["message"] and busy.value.body["code"] == "queue_full"
+    assert busy.value.response.headers.get("retry-after") == "1"
 
     # A leaves mid-stream.
     a.close()

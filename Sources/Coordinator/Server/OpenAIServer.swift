@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import Logging
 import NIOCore
+import NIOHTTP1
 import ServiceLifecycle
 import Worker
 
@@ -16,14 +17,18 @@ public struct ServerConfiguration: Sendable {
     public var modelID: String
     /// Larger request bodies get 413.
     public var maxBodyBytes: Int
+    /// Seconds a client has to send a request's headers, and then its body (else 408), and that
+    /// a connection may stay idle between requests; answers being written are never cut.
+    public var timeout: Double
 
     public init(host: String = "127.0.0.1", port: Int = 8080, apiKey: String? = nil, modelID: String,
-                maxBodyBytes: Int = 4 << 20) {
+                maxBodyBytes: Int = 4 << 20, timeout: Double = 30) {
         self.host = host
         self.port = port
         self.apiKey = apiKey
         self.modelID = modelID
         self.maxBodyBytes = maxBodyBytes
+        self.timeout = timeout
     }
 }
 
@@ -65,6 +70,7 @@ public final class OpenAIServer: Sendable {
         let bound = Latch<Result<Int, any Error>>()
         let app = Application(
             router: makeRouter(),
+            server: GuardedHTTP1Channel.builder(timeout: configuration.timeout),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "medusa-tp"),
             onServerRunning: { channel in bound.set(.success(channel.localAddress?.port ?? 0)) },
             logger: logger)
@@ -109,7 +115,8 @@ public final class OpenAIServer: Sendable {
     // MARK: - Routes
 
     func makeRouter() -> Router<BasicRequestContext> {
-        let router = Router(context: BasicRequestContext.self)
+        // HEAD is answered wherever GET is (the GET answer's headers, no body).
+        let router = Router(context: BasicRequestContext.self, options: .autoGenerateHeadEndpoints)
         router.add(middleware: APIMiddleware(counter: HTTPRequestCounter()))
         router.get("health") { _, _ in self.health() }
         router.get("metrics") { _, _ in self.metrics() }
@@ -288,6 +295,10 @@ struct APIMiddleware: RouterMiddleware {
             return APIError(status: Int(error.status.code), message: (error.body ?? error.status.reasonPhrase).oneLine())
         case is NIOTooManyBytesError:
             return APIError(status: 413, message: "the request body is too large", code: "request_too_large")
+        case let error as RequestBodyTimeout:
+            return APIError(status: 408, message: "the request body did not arrive within \(error.seconds) s", code: "request_timeout")
+        case let error as HTTPParserError:
+            return HTTPProtocolGuard.answer(to: error).1
         case let error as any HTTPResponseError:
             return APIError(status: Int(error.status.code), message: error.status.reasonPhrase)
         default:
@@ -296,8 +307,10 @@ struct APIMiddleware: RouterMiddleware {
     }
 
     static func response(for error: APIError) -> Response {
-        Response(status: .init(code: error.status), headers: [.contentType: "application/json"],
-                 body: .init(byteBuffer: ByteBuffer(data: error.body())))
+        var headers: HTTPFields = [.contentType: "application/json"]
+        // A full queue drains in about one answer's time.
+        if error.status == 429 { headers[.retryAfter] = "1" }
+        return Response(status: .init(code: error.status), headers: headers, body: .init(byteBuffer: ByteBuffer(data: error.body())))
     }
 }
 
