@@ -41,10 +41,10 @@ extension MatMulInputs: ExpressibleByArgument {
 }
 
 let matmulInputsHelp = """
-    Activations of the Q8_0/Q4_0/Q4_1 weight products: int16 rounds them per 32-value block (scale \
-    max|x|/32639) for integer products, faster; int8 rounds them to 8 bits per block as llama.cpp \
-    does (scale max|x|/127; cheapest on AVX-512 VNNI CPUs, slow elsewhere); fp32 keeps them exact \
-    (matches an fp32 forward).
+    Activations of the quantized weight products (Q4_0 ... Q8_0, Q2_K ... Q6_K): int16 rounds them \
+    per 32-value block (scale max|x|/32639) for integer products, faster; int8 rounds them to 8 bits \
+    per block as llama.cpp does (scale max|x|/127; cheapest on AVX-512 VNNI CPUs, slow elsewhere); fp32 \
+    keeps them exact (matches an fp32 forward).
     """
 
 extension KVCacheType: ExpressibleByArgument {}

@@ -7,6 +7,9 @@ import Worker
 public struct SyntheticLlama {
     public var config: LlamaConfig
     public var weightType: TensorType
+    /// Types of particular matrices instead of `weightType`, by name suffix ("attn_v.weight",
+    /// "ffn_down.weight", "token_embd.weight"): mixes as llama.cpp's Q4_K_M writes them.
+    public var typeOverrides: [String: TensorType] = [:]
     public var seed: UInt64
     /// Dense fp32 copies of every weight, [rows][columns] row-major, after quantization round trip.
     public private(set) var tensors: [String: (rows: Int, columns: Int, values: [Float])] = [:]
@@ -20,6 +23,15 @@ public struct SyntheticLlama {
     /// A small GQA configuration: 2 layers, hidden 64, 4 query heads over 2 KV heads.
     public static var smallConfig: LlamaConfig {
         LlamaConfig(layerCount: 2, hiddenSize: 64, intermediateSize: 96, headCount: 4, kvHeadCount: 2,
+                    ropeFrequencyBase: 10000, rmsNormEpsilon: 1e-5, contextLength: 256, vocabularySize: 300)
+    }
+
+    /// A small configuration whose widths are whole K-quant super-blocks (256 values): 2 layers,
+    /// hidden 256, 8 query heads of 32 over 2 KV heads, FFN 1280 (40 groups of 32). Row-parallel
+    /// cuts on 2 and 3 ranks fall inside super-blocks (heads 3/3/2: columns 96 and 192; FFN
+    /// 14/13/13 groups: 448 and 864).
+    public static var superBlockConfig: LlamaConfig {
+        LlamaConfig(layerCount: 2, hiddenSize: 256, intermediateSize: 1280, headCount: 8, kvHeadCount: 2,
                     ropeFrequencyBase: 10000, rmsNormEpsilon: 1e-5, contextLength: 256, vocabularySize: 300)
     }
 
@@ -54,6 +66,7 @@ public struct SyntheticLlama {
 
         tensors = [:]
         func matrix(_ name: String, rows: Int, columns: Int, scale: Float, type: TensorType) {
+            let type = typeOverrides.first { name.hasSuffix($0.key) }?.value ?? type
             let values = (0..<(rows * columns)).map { _ in rng.nextSigned() * scale }
             let bytes = Quantizer.quantize(values, to: type)
             let stored = bytes.withUnsafeBytes { ReferenceKernels.dequantize(type, $0, count: rows * columns) }

@@ -45,30 +45,34 @@ struct KernelInt16Tests {
     }
 
     /// Runs `ck_prepare` at 16 bits with `variant`; returns its values (q = 256 h + l) in column
-    /// order, its scales, starts and scaled sums (input-major).
-    static func preparedC(_ type: TensorType, _ x: [Float], n: Int, columns: Int, variant: IntegerKernels.Variant)
-        -> (values: [Int16], scales: [Float], starts: [Int32], factors: [Float]) {
+    /// order, its scales, sums, first-half sums and scaled sums (input-major).
+    static func preparedC(_ x: [Float], n: Int, columns: Int, variant: IntegerKernels.Variant)
+        -> (values: [Int16], scales: [Float], sums: [Int32], halves: [Int32], factors: [Float]) {
         let blocks = columns / 32
         let memory = UnsafeMutableRawPointer.allocate(byteCount: ck_prepare_bytes(16, Int32(n), Int32(columns)), alignment: 64)
         defer { memory.deallocate() }
         let p = x.withUnsafeBufferPointer {
-            IntegerKernels.prepare(bits: 16, type, x: $0.baseAddress!, xStride: columns, n: n, columns: columns,
+            IntegerKernels.prepare(bits: 16, x: $0.baseAddress!, xStride: columns, n: n, columns: columns,
                                    memory: memory, variant: variant)
         }
         #expect(p.bits == 16 && p.n == Int32(n))
         var values: [Int16] = []
-        var scales: [Float] = [], starts: [Int32] = [], factors: [Float] = []
+        var scales: [Float] = [], sums: [Int32] = [], halves: [Int32] = [], factors: [Float] = []
         for i in 0..<n {
             for b in 0..<blocks {
                 let block = p.values + 64 * (i * blocks + b)
                 values += (0..<32).map { Int16(256 * Int(block[$0]) + Int(block[32 + $0])) }
                 let k = b * p.stride + i
                 scales.append(p.scales[k])
-                starts.append(p.starts[k])
+                sums.append(p.sums[k])
+                halves.append(p.half_sums[k])
                 factors.append(p.scaled_sums[k])
+                let d = p.scales[k]
+                #expect(Self.sameBits([p.scaled_halves.0![k], p.scaled_halves.1![k]],
+                                      [d * Float(p.half_sums[k]), d * Float(p.sums[k] - p.half_sums[k])]))
             }
         }
-        return (values, scales, starts, factors)
+        return (values, scales, sums, halves, factors)
     }
 
     /// How a test runs the int16 product.
@@ -113,7 +117,7 @@ struct KernelInt16Tests {
     }
 
     @Test("activations are quantized exactly as the reference does, by the Swift and C preparations (zero, tiny and non-finite blocks too)",
-          arguments: KernelTestData.blockFormats)
+          arguments: KernelTestData.swiftBlockFormats)
     func quantization(type: TensorType) {
         var rng = SplitMix64(seed: 0x1671 ^ UInt64(type.rawValue))
         let columns = 32 * 12, n = 3
@@ -124,10 +128,9 @@ struct KernelInt16Tests {
         x[128 + 31] = .nan
         for j in 0..<32 { x[160 + j] = j % 2 == 0 ? 0.5 : -0.5 }  // ties in magnitude
         for j in 0..<32 { x[192 + j] = j == 3 ? -Float(bitPattern: 7) : 0 }  // ~1e-44: L / max|x| overflows
-        let offset: Int32 = type == .q4_0 ? -8 : (type == .q8_0 ? -128 : 0)
         let kernel = Self.prepared(type, x, n: n, columns: columns)
         let c = [IntegerKernels.Variant.portable, .avx512VNNI].filter(\.isSupported).map {
-            ($0, Self.preparedC(type, x, n: n, columns: columns, variant: $0))
+            ($0, Self.preparedC(x, n: n, columns: columns, variant: $0))
         }
         for i in 0..<n {
             let reference = ReferenceKernels.quantizeInt16(x[(i * columns)..<((i + 1) * columns)])
@@ -140,10 +143,12 @@ struct KernelInt16Tests {
             }
             for b in 0..<12 {
                 let sum = reference.values[(32 * b)..<(32 * b + 32)].reduce(Int32(0)) { $0 + Int32($1) }
+                let half = reference.values[(32 * b)..<(32 * b + 16)].reduce(Int32(0)) { $0 + Int32($1) }
                 let factor = reference.scales[b] * Float(sum)
                 #expect(Self.sameBits([kernel.factors[i * 12 + b]], [factor]), "\(type) row \(i) block \(b) factor")
                 for (variant, prepared) in c {
-                    #expect(prepared.starts[i * 12 + b] == offset * sum && Self.sameBits([prepared.factors[i * 12 + b]], [factor]),
+                    #expect(prepared.sums[i * 12 + b] == sum && prepared.halves[i * 12 + b] == half
+                                && Self.sameBits([prepared.factors[i * 12 + b]], [factor]),
                             "\(type) row \(i) block \(b) C \(variant)")
                 }
             }
@@ -161,6 +166,7 @@ struct KernelInt16Tests {
         let pools = [KernelTestData.pool(1), KernelTestData.pool(2), KernelTestData.pool(3)]
         let shapes = [(1, 32), (7, 64), (13, 96), (67, 576), (9, 1536), (45, 192)]
         for (rows, columns) in shapes {
+            let columns = KernelTestData.width(columns, type)
             let w = KernelTestData.matrix(type, rows: rows, columns: columns, &rng, padding: rows % 3 * 2)
             for n in [1, 2, 3, 5, 8, 9, 17] {
                 let x = KernelTestData.floats(n * columns, &rng, scale: 2)

@@ -38,9 +38,8 @@ struct KernelInt8Tests {
         print("int8 kernels: \(Self.variants.map(\.description).joined(separator: ", ")) supported; using \(IntegerKernels.variant)")
     }
 
-    @Test("activations are quantized exactly as the reference does (zero, tiny and non-finite blocks too)",
-          arguments: KernelTestData.blockFormats)
-    func quantization(type: TensorType) {
+    @Test("activations are quantized exactly as the reference does, for every weight format (zero, tiny and non-finite blocks too)")
+    func quantization() {
         var rng = SplitMix64(seed: 0x8a71)
         let columns = 32 * 12, n = 11
         var x = KernelTestData.floats(n * columns, &rng, scale: 4)
@@ -55,16 +54,15 @@ struct KernelInt8Tests {
         defer { memory.deallocate() }
         for variant in Self.variants {
             let p = x.withUnsafeBufferPointer {
-                Int8BlockKernels.prepare(type, x: $0.baseAddress!, xStride: columns, n: n, columns: columns, memory: memory,
+                Int8BlockKernels.prepare(x: $0.baseAddress!, xStride: columns, n: n, columns: columns, memory: memory,
                                          variant: variant)
             }
-            Self.checkPrepared(p, type: type, x: x, n: n, columns: columns, variant: variant)
+            Self.checkPrepared(p, x: x, n: n, columns: columns, variant: variant)
         }
     }
 
-    static func checkPrepared(_ p: ck_inputs, type: TensorType, x: [Float], n: Int, columns: Int, variant: Int8BlockKernels.Variant) {
+    static func checkPrepared(_ p: ck_inputs, x: [Float], n: Int, columns: Int, variant: Int8BlockKernels.Variant) {
         let blocks = columns / 32
-        let offset: Int32 = type == .q4_0 ? -8 : (type == .q8_0 ? -128 : 0)
         #expect(p.n == Int32(n) && p.stride == 16)
         for i in 0..<n {
             let reference = ReferenceKernels.quantizeInt8(x[(i * columns)..<((i + 1) * columns)])
@@ -75,12 +73,13 @@ struct KernelInt8Tests {
                 let d = p.scales[k], e = reference.scales[b]
                 #expect(d.bitPattern == e.bitPattern || (d.isNaN && e.isNaN), "\(variant) row \(i) block \(b): \(d) vs \(e)")
                 let sum = reference.values[(32 * b)..<(32 * b + 32)].reduce(Int32(0)) { $0 + Int32($1) }
-                #expect(p.starts[k] == offset * sum)
+                let half = reference.values[(32 * b)..<(32 * b + 16)].reduce(Int32(0)) { $0 + Int32($1) }
+                #expect(p.sums[k] == sum && p.half_sums[k] == half)
                 #expect(p.scaled_sums[k].bitPattern == (d * Float(sum)).bitPattern || d.isNaN)
             }
         }
         // Padding inputs (11...15) are zero.
-        #expect((n..<16).allSatisfy { i in p.scales[i] == 0 && p.starts[i] == 0 })
+        #expect((n..<16).allSatisfy { i in p.scales[i] == 0 && p.sums[i] == 0 })
         #expect(p.scales[1 * p.stride] == 0 && p.scales[3 * p.stride] == 0)
         #expect(p.scales[4 * p.stride].isNaN && p.scales[5 * p.stride].isNaN)
         #expect((0..<32).contains { abs(Int(p.values[$0])) == 127 })
@@ -93,6 +92,7 @@ struct KernelInt8Tests {
         let pools = [KernelTestData.pool(1), KernelTestData.pool(2), KernelTestData.pool(3)]
         let shapes = [(1, 32), (7, 64), (13, 96), (67, 576), (9, 1536), (45, 192)]
         for (rows, columns) in shapes {
+            let columns = KernelTestData.width(columns, type)
             let w = KernelTestData.matrix(type, rows: rows, columns: columns, &rng, padding: rows % 3 * 2)
             for n in [1, 2, 3, 5, 8, 9, 17] {
                 let x = KernelTestData.floats(n * columns, &rng, scale: 2)
@@ -135,20 +135,26 @@ struct KernelInt8Tests {
         KernelTestData.checkFusedProducts(type, inputs: .int8, seed: 0x8f)
     }
 
-    @Test("packed rows: kept by whole-matrix slices and by gathers, dropped by partial slices; 16-row padding")
+    @Test("packed rows: as many bytes as the rows; kept by whole-matrix slices and by gathers, dropped by partial slices; 16-row padding")
     func packing() {
         guard Int8BlockKernels.Variant.avx512VNNI.isSupported else { return }
         var rng = SplitMix64(seed: 0x9ac)
         for type in KernelTestData.blockFormats {
-            let w = KernelTestData.matrix(type, rows: 35, columns: 64, &rng, padding: 6)
+            let columns = 2 * type.blockSize, format = IntegerKernels.format(type)
+            let w = KernelTestData.matrix(type, rows: 35, columns: columns, &rng, padding: 6)
             let packed = w.packedForVNNI()
             #expect(packed.packed != nil && w.packed == nil)
-            #expect(ck_packed_bytes(IntegerKernels.format(type), 35, 64) == 3 * 2 * 16 * type.rowBytes(32))
-            #expect(packed.rowSlice(0..<35).packed != nil && packed.columnSlice(0..<64).packed != nil)
+            #expect(ck_packed_bytes(format, 35, 0, Int32(columns / 32)) == 3 * 16 * type.rowBytes(columns))
+            if type.blockSize == 256 {
+                // Groups 3 ... 10: 8 groups of two super-blocks, each with its header of scales.
+                let slice = ck_packed_bytes(format, 16, 3, 8)
+                #expect(slice > 16 * type.bytesPerBlock && slice < 2 * 16 * type.bytesPerBlock)
+            }
+            #expect(packed.rowSlice(0..<35).packed != nil && packed.columnSlice(0..<columns).packed != nil)
             #expect(packed.rowSlice(16..<35).packed == nil && packed.columnSlice(0..<32).packed == nil)
             let gathered = packed.gatheringRows([34, 0, 17])
             #expect(gathered.packed != nil && w.gatheringRows([1]).packed == nil)
-            let x = KernelTestData.floats(3 * 64, &rng)
+            let x = KernelTestData.floats(3 * columns, &rng)
             let all = Self.multiply(w, x, n: 3, pool: KernelTestData.pool(2), variant: .portable)
             let some = Self.multiply(gathered, x, n: 3, pool: KernelTestData.pool(2), variant: .avx512VNNI)
             for i in 0..<3 {
@@ -163,9 +169,10 @@ struct KernelInt8Tests {
     @Test("non-finite inputs give NaN, not a trap or garbage", arguments: KernelTestData.blockFormats)
     func nonFinite(type: TensorType) {
         var rng = SplitMix64(seed: 0x80f ^ UInt64(type.rawValue))
-        let w = KernelTestData.matrix(type, rows: 5, columns: 64, &rng)
-        var x = KernelTestData.floats(2 * 64, &rng)
-        x[70] = .infinity
+        let columns = KernelTestData.width(64, type)
+        let w = KernelTestData.matrix(type, rows: 5, columns: columns, &rng)
+        var x = KernelTestData.floats(2 * columns, &rng)
+        x[columns + 6] = .infinity
         for variant in Self.variants {
             let y = Self.multiply(w, x, n: 2, pool: KernelTestData.pool(1), variant: variant)
             #expect(y[0..<5].allSatisfy(\.isFinite) && y[5..<10].allSatisfy(\.isNaN), "\(type) \(variant)")

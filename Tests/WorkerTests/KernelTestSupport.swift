@@ -97,8 +97,8 @@ enum KernelTestData {
 
     static let formats: [TensorType] = TensorType.allCases
 
-    /// The formats with int16- and int8-activation kernels.
-    static let blockFormats: [TensorType] = [.q8_0, .q4_0, .q4_1]
+    /// The formats with int16- and int8-activation kernels: every quantized type.
+    static let blockFormats: [TensorType] = TensorType.allCases.filter(\.isQuantized)
 
     /// The formats with Swift block kernels (fp32 inputs, and int16 inputs on CPUs without VNNI).
     static let swiftBlockFormats: [TensorType] = [.q8_0, .q4_0, .q4_1]

@@ -7,9 +7,12 @@ import Testing
 /// one token's result does not depend on the step it is computed in.
 @Suite struct LlamaForwardTests {
     /// Builds a synthetic model file and loads it.
-    static func load(_ config: LlamaConfig = SyntheticLlama.smallConfig, type: TensorType = .f32, tied: Bool = true,
+    /// A synthetic model of `type` (on `SyntheticLlama.superBlockConfig` when `type` has 256-value
+    /// super-blocks, unless `config` is given), loaded as the engine loads files.
+    static func load(_ config: LlamaConfig? = nil, type: TensorType = .f32, tied: Bool = true,
                      threads: Int = 2, context: Int = 128, maxStep: Int = 64,
                      inputs: MatMulInputs = .int16, cache: KVCacheType = .f32) throws -> (SyntheticLlama, LlamaModel) {
+        let config = config ?? (type.blockSize == 256 ? SyntheticLlama.superBlockConfig : SyntheticLlama.smallConfig)
         var synthetic = SyntheticLlama(config: config, weightType: type, seed: 7)
         let path = try makeTemporaryDirectory() + "/tiny.gguf"
         try synthetic.write(to: path, tiedEmbeddings: tied)
@@ -118,7 +121,8 @@ import Testing
         #expect(fp32.weights.layers[0].query.packed == nil)
     }
 
-    @Test(arguments: [TensorType.f16, .bf16, .q8_0, .q4_0, .q4_1], MatMulInputs.allCases)
+    @Test(arguments: [TensorType.f16, .bf16, .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .q2_K, .q3_K, .q4_K, .q5_K, .q6_K],
+          MatMulInputs.allCases)
     func quantizedWeightsFollowTheReference(type: TensorType, inputs: MatMulInputs) throws {
         let (synthetic, model) = try Self.load(type: type, inputs: inputs)
         let ours = try Self.causalLogits(model, Self.prompt)
@@ -137,12 +141,12 @@ import Testing
         // factor of 4 and still catches a wrong scale or lane order (errors of order 1). int8 inputs
         // round 256 times more coarsely: 0.10-0.11 relative here (measured); 0.25 keeps the wiring
         // checked (the argmax below too), and KernelInt8Tests checks the kernels exactly.
-        let allowed = inputs == .fp32 || !BlockKernels.handles(type) ? 1e-4 : (inputs == .int16 ? 5e-3 : 0.25)
+        let allowed = inputs == .fp32 || !type.isQuantized ? 1e-4 : (inputs == .int16 ? 5e-3 : 0.25)
         #expect(worst < allowed, "\(type) \(inputs): largest relative logit difference \(worst)")
         #expect(agreeingArgmax >= Self.prompt.count - 1, "\(type): argmax agrees on \(agreeingArgmax)/\(Self.prompt.count) rows")
     }
 
-    @Test(arguments: [TensorType.f32, .q4_1, .q8_0], MatMulInputs.allCases)
+    @Test(arguments: [TensorType.f32, .q4_1, .q8_0, .q5_0, .q3_K, .q4_K, .q6_K], MatMulInputs.allCases)
     func tokenByTokenEqualsOnePrefillBitForBit(type: TensorType, inputs: MatMulInputs) throws {
         for cache in KVCacheType.allCases {
             try tokenByTokenEqualsOnePrefill(type: type, inputs: inputs, cache: cache)
@@ -178,7 +182,7 @@ import Testing
 
     /// A candidate tree verified in one step gives every node the logits it would get if its
     /// root-to-node path were decoded token by token; committing a path keeps exactly its KV.
-    @Test(arguments: [TensorType.f32, .q4_1], MatMulInputs.allCases)
+    @Test(arguments: [TensorType.f32, .q4_1, .q4_K], MatMulInputs.allCases)
     func treeStepMatchesDecodingEachPath(type: TensorType, inputs: MatMulInputs) throws {
         for cache in KVCacheType.allCases {
             // A short prefix, and one whose tree straddles the cache's first key tile (slots 60-65).

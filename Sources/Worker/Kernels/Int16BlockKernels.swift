@@ -47,7 +47,9 @@ enum Int16BlockKernels {
         case .q8_0: multiply(Q8_0Block.self, products, x: x, xStride: xStride, n: n, pool: pool)
         case .q4_0: multiply(Q4_0Block.self, products, x: x, xStride: xStride, n: n, pool: pool)
         case .q4_1: multiply(Q4_1Block.self, products, x: x, xStride: xStride, n: n, pool: pool)
-        default: preconditionFailure("no int16 block kernel for \(products.first.weights.type)")
+        default:
+            // The other formats have no Swift kernel: the portable C definition on the rows.
+            IntegerKernels.multiply(bits: 16, products, x: x, xStride: xStride, n: n, pool: pool, variant: .portable)
         }
     }
 

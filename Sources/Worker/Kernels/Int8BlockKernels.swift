@@ -1,16 +1,20 @@
 import CKernels
 import Foundation
 
-/// Matrix products of the block formats (Q8_0, Q4_0, Q4_1) with the activations rounded to 8-bit
-/// integers per 32-column block, as llama.cpp's CPU back end does (`MatMulInputs.int8`).
+/// Matrix products of the quantized formats with the activations rounded to 8-bit integers per
+/// 32-column block, as llama.cpp's CPU back end does for the 32-value formats (`MatMulInputs.int8`;
+/// for the K-quants llama.cpp rounds per 256 values, we keep 32 so that every format shares one
+/// input preparation and the finer rounding).
 ///
 /// Input row i's block b becomes 32 int8 values q = round-half-even(x / d) with d = max|x| / 127.
-/// A weight block's integers (Q4: the nibbles 0...15; Q8_0: q + 128, both unsigned bytes) meet them
-/// in exact integer products; per output and block, in block order:
+/// A weight group's integers (the stored unsigned bits u, w = u + offset) meet them in exact
+/// integer products; per output, group and sub-block k (32 columns, or 16 for Q2_K/Q3_K/Q6_K), in order:
 ///
-///     t = sum(u_w * q) - o * sum(q)              (Q4_0: o = 8; Q8_0: o = 128; Q4_1: o = 0)
-///     acc = fma(float(t) * d, d_w, acc)          then, Q4_1 only: acc = fma(m_w, d * sum(q), acc)
+///     t_k = sum(u * q) + offset * sum(q)         (Q4_0 -8, Q5_0 -16, Q8_0 -128, Q3_K -4, Q6_K -32)
+///     acc = fma(float(t_k) * d, D_k, acc)        then, with minimums: acc = fma(M_k, d * sum_k(q), acc)
 ///
+/// (`ck_multiply` defines D_k and M_k: the block's scale times the sub-block's integer scale, and
+/// the minimum.)
 /// The kernels are C (`CKernels`: Swift cannot enable AVX-512 for one function), in two variants
 /// picked at run time that compute bit-identical results: AVX-512 VNNI (`vpdpbusd`) and portable
 /// scalar C (the definition, and the fallback on other CPUs). The VNNI kernel reads weights packed
@@ -28,14 +32,12 @@ public enum Int8BlockKernels {
 
     static func preparedBytes(n: Int, columns: Int) -> Int { ck_prepare_bytes(8, Int32(n), Int32(columns)) }
 
-    /// Quantizes `n` rows of `columns` inputs for products with `type` weights into `memory` (at
-    /// least `preparedBytes` long, 64-byte aligned).
+    /// Quantizes `n` rows of `columns` inputs into `memory` (at least `preparedBytes` long, 64-byte aligned).
     static func prepare(
-        _ type: TensorType, x: UnsafePointer<Float>, xStride: Int, n: Int, columns: Int, memory: UnsafeMutableRawPointer,
+        x: UnsafePointer<Float>, xStride: Int, n: Int, columns: Int, memory: UnsafeMutableRawPointer,
         variant: Variant = IntegerKernels.variant
     ) -> ck_inputs {
-        IntegerKernels.prepare(bits: 8, type, x: x, xStride: xStride, n: n, columns: columns, memory: memory,
-                               variant: variant)
+        IntegerKernels.prepare(bits: 8, x: x, xStride: xStride, n: n, columns: columns, memory: memory, variant: variant)
     }
 
     /// The products: with the AVX-512 VNNI variant, from each matrix's packed rows (`packed`;

@@ -1,7 +1,8 @@
-/// How the block formats' kernels (Q8_0, Q4_0, Q4_1) take the activations (`--matmul-inputs`).
-/// Other formats always multiply exact fp32 activations.
+/// How the quantized formats' kernels take the activations (`--matmul-inputs`). F32, F16 and BF16
+/// weights always multiply exact fp32 activations.
 public enum MatMulInputs: String, Sendable, CaseIterable, Codable {
-    /// Exact fp32 activations FMA'd with the decoded weights (`BlockKernels`): matches an fp32 forward.
+    /// Exact fp32 activations FMA'd with the decoded weights (`BlockKernels` for Q8_0/Q4_0/Q4_1,
+    /// a dequantized row times each input for the other formats): matches an fp32 forward.
     case fp32
     /// Activations rounded to int16 per 32-value block, integer products (`Int16BlockKernels`):
     /// faster; a relative error of at most 2^-16 of each block's largest activation.
@@ -24,7 +25,7 @@ public enum MatMul {
     ) {
         precondition(n >= 0 && xStride >= w.columns && (n <= 1 || yStride >= w.rows), "bad strides")
         guard n > 0, w.rows > 0 else { return }
-        if BlockKernels.handles(w.type) {
+        if hasBlockKernel(w.type, inputs) {
             blockMultiply(Products(Product(w, y: y, yStride: yStride)), x: x, xStride: xStride, n: n, pool: pool,
                           inputs: inputs)
             return
@@ -84,10 +85,13 @@ public enum MatMul {
         inputs: MatMulInputs = .fp32
     ) {
         let type = products.first.weights.type, columns = products.first.weights.columns
-        let fusable = BlockKernels.handles(type) && n > 0
+        // The C integer kernels prepare the inputs once for any mix of quantized types (Q4_K_M
+        // files mix Q4_K and Q6_K in QKV); the Swift kernels take one type per job.
+        let mixes = inputs != .fp32 && IntegerKernels.readsPacked(products, variant: IntegerKernels.variant)
+        let fusable = hasBlockKernel(type, inputs) && n > 0
             && (0..<products.count).allSatisfy {
                 let w = products[$0].weights
-                return w.type == type && w.columns == columns && w.rows > 0
+                return (w.type == type || (mixes && hasBlockKernel(w.type, inputs))) && w.columns == columns && w.rows > 0
                     && xStride >= columns && (n <= 1 || products[$0].yStride >= w.rows)
             }
         if fusable {
@@ -98,6 +102,12 @@ public enum MatMul {
                 multiply(p.weights, x: x, xStride: xStride, n: n, y: p.y, yStride: p.yStride, pool: pool, inputs: inputs)
             }
         }
+    }
+
+    /// Whether `type` with `inputs` goes through a block kernel (else: each row dequantized once,
+    /// then dotted with every input).
+    static func hasBlockKernel(_ type: TensorType, _ inputs: MatMulInputs) -> Bool {
+        inputs == .fp32 ? BlockKernels.handles(type) : IntegerKernels.handles(type)
     }
 
     private static func blockMultiply(

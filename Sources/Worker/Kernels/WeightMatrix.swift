@@ -112,21 +112,25 @@ public struct WeightMatrix: @unchecked Sendable {
     /// integer inputs, as it is for fp32.
     public func prepared(for inputs: MatMulInputs) -> WeightMatrix { inputs == .fp32 ? self : packedForVNNI() }
 
-    /// This matrix with `packed` attached (its rows copied into `ck_pack`'s layout), when this CPU
-    /// runs the AVX-512 VNNI integer kernels and the format has them (Q4_0, Q4_1, Q8_0); the
-    /// matrix unchanged otherwise. The copy costs as much memory as the rows; when the rows are a
-    /// file mapping's (`ResidentPagesReleasing`, e.g. a GGUF file), their pages are given back, so
-    /// the packed copy replaces them in memory (reading the rows again pages them back in).
+    /// This matrix with `packed` attached (its rows copied into `ck_pack`'s layout: the same bits,
+    /// rearranged), when this CPU runs the AVX-512 VNNI integer kernels and the type is quantized;
+    /// the matrix unchanged otherwise. The copy costs as much memory as the rows (a column slice's
+    /// own columns only: a K-quant super-block cut by the slice keeps its scales in both slices);
+    /// when the rows are a file mapping's (`ResidentPagesReleasing`, e.g. a GGUF file), their pages
+    /// are given back, so the packed copy replaces them in memory (reading the rows again pages
+    /// them back in).
     public func packedForVNNI(variant: IntegerKernels.Variant = IntegerKernels.variant) -> WeightMatrix {
-        guard variant == .avx512VNNI, packed == nil, BlockKernels.handles(type) else { return self }
+        guard variant == .avx512VNNI, packed == nil, IntegerKernels.handles(type) else { return self }
         let format = IntegerKernels.format(type)
-        let storage = OwnedBytes(count: max(64, ck_packed_bytes(format, Int32(rows), Int32(columns))))
-        ck_pack(format, base.assumingMemoryBound(to: UInt8.self), rowStride, Int32(rows), Int32(columns),
-                     storage.pointer.assumingMemoryBound(to: UInt8.self))
+        let firstGroup = IntegerKernels.firstGroup(self), groups = Int32(columns / 32)
+        let storage = OwnedBytes(count: max(64, ck_packed_bytes(format, Int32(rows), firstGroup, groups)))
+        ck_pack(format, base.assumingMemoryBound(to: UInt8.self), rowStride, Int32(rows), firstGroup, groups,
+                storage.pointer.assumingMemoryBound(to: UInt8.self))
         if let file = owner as? ResidentPagesReleasing, rows > 0 {
             file.dropResidentPages(base, count: (rows - 1) * rowStride + rowBytes)
         }
-        return WeightMatrix(type: type, rows: rows, columns: columns, base: base, rowStride: rowStride, owner: owner,
+        return WeightMatrix(type: type, rows: rows, columns: columns, base: base, rowStride: rowStride,
+                            firstColumn: firstColumn, owner: owner,
                             packed: PackedRows(base: UnsafeRawPointer(storage.pointer), owner: storage))
     }
 
