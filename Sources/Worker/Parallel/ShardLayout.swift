@@ -4,8 +4,10 @@
 ///   5 + 4) and the KV heads those query heads read. When ranks outnumber KV heads, or a split
 ///   cuts a group, a KV head is replicated on every rank that needs it. Q, K, V are sliced by
 ///   output rows (column-parallel); O by input columns (row-parallel).
-/// - MLP: a contiguous range of the intermediate size, cut on 32-value quantization-block
-///   boundaries so that a block never straddles two ranks; gate and up by rows, down by columns.
+/// - MLP: a contiguous range of the intermediate size, cut on 32-value boundaries: a 32-value
+///   block never straddles two ranks, and a K-quant's 256-value super-block may (each rank reads
+///   the 32-value groups of it that it owns, with the super-block's scales); gate and up by rows,
+///   down by columns.
 public struct ShardLayout: Sendable, Equatable, CustomStringConvertible {
     public let rank: Int
     public let size: Int
@@ -91,9 +93,10 @@ extension LlamaWeights {
         let kv = (layout.kvHeads.lowerBound * hd)..<(layout.kvHeads.upperBound * hd)
         for (l, layer) in layers.enumerated() {
             for (name, matrix, cut) in [("attn_output", layer.output, q), ("ffn_down", layer.down, layout.ffn)] {
-                let block = matrix.type.blockSize
-                for column in [cut.lowerBound, cut.upperBound] where column % block != 0 {
-                    throw .unalignedCut(tensor: "blk.\(l).\(name).weight", column: column, blockSize: block, ranks: layout.size)
+                // A K-quant super-block may be shared by two ranks (each reads its own 32-value groups).
+                let granularity = matrix.type.sliceGranularity
+                for column in [cut.lowerBound, cut.upperBound] where column % granularity != 0 {
+                    throw .unalignedCut(tensor: "blk.\(l).\(name).weight", column: column, blockSize: granularity, ranks: layout.size)
                 }
             }
         }
