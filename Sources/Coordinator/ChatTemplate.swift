@@ -10,10 +10,24 @@ public struct ChatMessage: Sendable, Codable, Equatable {
     }
 }
 
+/// A stretch of a rendered chat prompt: the template's markup, or a message's content.
+public struct ChatPromptPart: Sendable, Equatable {
+    public var text: String
+    /// A message's content: tokenised as text, its special-token strings included.
+    public var isContent: Bool
+
+    public init(_ text: String, isContent: Bool) {
+        self.text = text
+        self.isContent = isContent
+    }
+}
+
 /// The prompt formats the engine can write, as llama.cpp's built-in (non-jinja) templates in
 /// llama-chat.cpp. The rendered text contains special-token texts such as "<|im_start|>"; encode
 /// it with `parseSpecial: true`, and with `addSpecial: true` so the tokenizer adds BOS when the
-/// model wants it (no template writes the leading BOS itself).
+/// model wants it (no template writes the leading BOS itself). `parts` tells the markup from the
+/// messages' contents, for `Tokenizer.encode(_ parts:)`, which parses special tokens in the markup
+/// only (the server's chat requests).
 public enum ChatTemplate: String, Sendable, CaseIterable {
     /// `<|im_start|>role\ncontent<|im_end|>\n` per message (SmolLM2, Qwen, OpenHermes, ...).
     case chatml
@@ -83,44 +97,68 @@ public enum ChatTemplate: String, Sendable, CaseIterable {
     /// put first as one: SmolLM2's template does this with its built-in message (see
     /// `defaultSystemMessage(inTemplate:)`). Without it, llama.cpp's output is reproduced exactly.
     public func render(_ messages: [ChatMessage], defaultSystem: String?) -> String {
+        parts(messages, defaultSystem: defaultSystem).map(\.text).joined()
+    }
+
+    /// The prompt `render` writes, as the template's markup and each message's content in order
+    /// (every content goes through `content(_:)`, after whatever the template does to it).
+    public func parts(_ messages: [ChatMessage], defaultSystem: String?) -> [ChatPromptPart] {
         var messages = messages
         if let defaultSystem, let first = messages.first, first.role != "system" {
             messages.insert(ChatMessage(role: "system", content: defaultSystem), at: 0)
         }
-        var out = ""
+        var out: [ChatPromptPart] = []
+        func markup(_ text: String) { out.append(ChatPromptPart(text, isContent: false)) }
+        func content(_ text: String) { out.append(ChatPromptPart(text, isContent: true)) }
         switch self {
         case .chatml:
             for m in messages {
-                out += "<|im_start|>\(m.role)\n\(m.content)<|im_end|>\n"
+                markup("<|im_start|>\(m.role)\n")
+                content(m.content)
+                markup("<|im_end|>\n")
             }
-            out += "<|im_start|>assistant\n"
+            markup("<|im_start|>assistant\n")
         case .llama2:
             // The last user turn's " [/INST]" already opens the assistant's turn.
-            out += "[INST] "
+            markup("[INST] ")
             var insideTurn = true
             for m in messages {
                 if !insideTurn {
                     insideTurn = true
-                    out += "<s>[INST] "
+                    markup("<s>[INST] ")
                 }
                 switch m.role {
-                case "system": out += "<<SYS>>\n\(m.content)\n<</SYS>>\n\n"
-                case "user": out += "\(m.content) [/INST]"
+                case "system":
+                    markup("<<SYS>>\n")
+                    content(m.content)
+                    markup("\n<</SYS>>\n\n")
+                case "user":
+                    content(m.content)
+                    markup(" [/INST]")
                 default:
-                    out += "\(m.content)</s>"
+                    content(m.content)
+                    markup("</s>")
                     insideTurn = false
                 }
             }
         case .vicuna:
             for m in messages {
                 switch m.role {
-                case "system": out += "\(m.content)\n\n"
-                case "user": out += "USER: \(m.content)\n"
-                case "assistant": out += "ASSISTANT: \(m.content)</s>\n"
+                case "system":
+                    content(m.content)
+                    markup("\n\n")
+                case "user":
+                    markup("USER: ")
+                    content(m.content)
+                    markup("\n")
+                case "assistant":
+                    markup("ASSISTANT: ")
+                    content(m.content)
+                    markup("</s>\n")
                 default: break  // llama.cpp drops other roles
                 }
             }
-            out += "ASSISTANT:"
+            markup("ASSISTANT:")
         }
         return out
     }

@@ -20,17 +20,20 @@ public struct PromptEncoder: Sendable {
     }
 
     /// The conversation in the model's chat template, ending with the opening of the assistant's
-    /// turn, as tokens (BOS added when the model wants it; special-token texts recognised).
+    /// turn, as tokens (BOS added when the model wants it). Special-token texts are recognised in
+    /// the template's markup only: a message's content is text, so `<|im_end|>` written in it is
+    /// not the end of a turn (as OpenAI's API behaves).
     public func chat(_ messages: [ChatMessage]) throws(APIError) -> [Int32] {
         guard let chatTemplate else {
             throw .invalid(
                 "\(ChatTemplateError.noTemplate(path: modelPath)) when starting the server; or send raw prompts to /v1/completions",
                 param: "messages", code: "no_chat_template")
         }
-        return text(chatTemplate.render(messages, defaultSystem: defaultSystemMessage))
+        return tokenizer.encode(chatTemplate.parts(messages, defaultSystem: defaultSystemMessage), addSpecial: true)
     }
 
-    /// Raw prompt text as tokens, encoded as `generate --prompt` does.
+    /// Raw prompt text as tokens, encoded as `generate --prompt` does: special-token texts in it
+    /// are special tokens (a raw prompt is the client's whole input, markup included).
     public func text(_ prompt: String) -> [Int32] {
         tokenizer.encode(prompt, addSpecial: true, parseSpecial: true)
     }

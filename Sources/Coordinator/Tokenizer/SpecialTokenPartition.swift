@@ -13,16 +13,33 @@ enum Fragment: Equatable {
 /// tokens are still cut out: llama.cpp (like Hugging Face tokenizers) always treats those as
 /// added tokens.
 enum SpecialTokenPartition {
-    static func partition(_ bytes: UnsafeBufferPointer<UInt8>, vocabulary: Vocabulary, parseSpecial: Bool) -> [Fragment] {
+    ///
+    /// `plainText`: sorted, disjoint byte ranges read as with `parseSpecial` false whatever it is
+    /// (a chat message's content inside its template's markup): a control or unknown token that
+    /// overlaps one is not cut out there.
+    static func partition(
+        _ bytes: UnsafeBufferPointer<UInt8>, vocabulary: Vocabulary, parseSpecial: Bool, plainText: [Range<Int>] = []
+    ) -> [Fragment] {
         guard !bytes.isEmpty else { return [] }
         var fragments: [Fragment] = [.text(0..<bytes.count)]
         for id in vocabulary.specialTokens {
             let attributes = vocabulary.attributes[Int(id)]
-            if !parseSpecial && !attributes.isDisjoint(with: [.control, .unknown]) { continue }
+            let controlOrUnknown = !attributes.isDisjoint(with: [.control, .unknown])
+            if !parseSpecial && controlOrUnknown { continue }
             let pattern = vocabulary.texts[Int(id)]
+            let excluded = controlOrUnknown ? plainText : []
+            func find(in range: Range<Int>) -> Int? {
+                var range = range
+                while let match = Self.find(pattern, in: bytes, range) {
+                    let span = match..<(match + pattern.count)
+                    guard excluded.contains(where: { $0.overlaps(span) }) else { return match }
+                    range = (match + 1)..<range.upperBound
+                }
+                return nil
+            }
             // Most tokens occur nowhere; only rebuild the list when one does.
             guard fragments.contains(where: { fragment in
-                if case .text(let range) = fragment { return find(pattern, in: bytes, range) != nil }
+                if case .text(let range) = fragment { return find(in: range) != nil }
                 return false
             }) else { continue }
 
@@ -33,7 +50,7 @@ enum SpecialTokenPartition {
                     next.append(fragment)
                     continue
                 }
-                while let match = find(pattern, in: bytes, range) {
+                while let match = find(in: range) {
                     if match > range.lowerBound { next.append(.text(range.lowerBound..<match)) }
                     next.append(.token(id))
                     range = (match + pattern.count)..<range.upperBound

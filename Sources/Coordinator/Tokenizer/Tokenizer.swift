@@ -83,8 +83,25 @@ public final class Tokenizer: Sendable {
         }
     }
 
-    private func encode(_ bytes: UnsafeBufferPointer<UInt8>, addSpecial: Bool, parseSpecial: Bool) -> [Int32] {
-        let fragments = SpecialTokenPartition.partition(bytes, vocabulary: vocabulary, parseSpecial: parseSpecial)
+    /// The token ids of a chat prompt: special tokens are parsed in the template's markup, not in
+    /// the messages' contents, which are tokenised as text (as OpenAI's API does: a user cannot
+    /// close their turn and open a system one). The parts are one text for the tokenizer, so
+    /// contents without special-token strings give exactly `encode(joined, parseSpecial: true)`.
+    public func encode(_ parts: [ChatPromptPart], addSpecial: Bool) -> [Int32] {
+        var bytes: [UInt8] = []
+        var plainText: [Range<Int>] = []
+        for part in parts {
+            let start = bytes.count
+            bytes += part.text.utf8
+            if part.isContent && bytes.count > start { plainText.append(start..<bytes.count) }
+        }
+        return bytes.withUnsafeBufferPointer { encode($0, addSpecial: addSpecial, parseSpecial: true, plainText: plainText) }
+    }
+
+    private func encode(
+        _ bytes: UnsafeBufferPointer<UInt8>, addSpecial: Bool, parseSpecial: Bool, plainText: [Range<Int>] = []
+    ) -> [Int32] {
+        let fragments = SpecialTokenPartition.partition(bytes, vocabulary: vocabulary, parseSpecial: parseSpecial, plainText: plainText)
         var out: [Int32] = []
         out.reserveCapacity(bytes.count / 3 + 2)
         if addSpecial && vocabulary.addBOS, let bos = vocabulary.bos { out.append(bos) }
