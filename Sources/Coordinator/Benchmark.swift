@@ -75,6 +75,8 @@ public enum Benchmark {
         public var seconds: Double
         /// seconds / T(1).
         public var ratio: Double
+        /// Rank 0's collectives in one step of n tokens (the mean over the runs; zero on one rank).
+        public var traffic: CollectiveTraffic
     }
 
     /// Measures T(n) for n = 1 ... maxNodes: `runs` repetitions each (median), interleaved across n
@@ -97,8 +99,10 @@ public enum Benchmark {
         let positions = (0..<maxNodes).map { Int32(base + $0) }
         let masks = (1...maxNodes).map { TreeMask.causal($0) }
         var times = [[Double]](repeating: [], count: maxNodes)
+        var traffic = [CollectiveTraffic](repeating: CollectiveTraffic(), count: maxNodes)
         for _ in 0..<runs {
             for n in 1...maxNodes {
+                let before = model.communicator.traffic
                 let start = DispatchTime.now()
                 let hidden = try stepTokens.withUnsafeBufferPointer { t throws(ModelError) in
                     try positions.withUnsafeBufferPointer { p throws(ModelError) in
@@ -113,10 +117,14 @@ public enum Benchmark {
                     }
                 }
                 times[n - 1].append(seconds(start, DispatchTime.now()))
+                traffic[n - 1] = traffic[n - 1] + (model.communicator.traffic - before)
             }
         }
         let medians = times.map(median)
-        return medians.enumerated().map { CurvePoint(nodes: $0.offset + 1, seconds: $0.element, ratio: $0.element / medians[0]) }
+        return medians.enumerated().map {
+            CurvePoint(nodes: $0.offset + 1, seconds: $0.element, ratio: $0.element / medians[0],
+                       traffic: traffic[$0.offset].divided(by: runs))
+        }
     }
 
     public static func median(_ values: [Double]) -> Double {
@@ -176,6 +184,49 @@ extension Benchmark {
     }
 }
 
+extension Benchmark {
+    public struct AllreducePoint: Sendable, Codable {
+        public var floats: Int
+        /// Median seconds per call, as rank 0 sees it.
+        public var seconds: Double
+    }
+
+    /// The time of one `allreduceSum` of each size on `communicator` (every rank calls this), the
+    /// median of `calls` calls after 10 unmeasured ones; the ranks meet in a barrier before each size.
+    public static func allreduce(_ communicator: any Communicator, sizes: [Int], calls: Int) throws -> [AllreducePoint] {
+        var points: [AllreducePoint] = []
+        for size in sizes {
+            var buffer = [Float](repeating: 1, count: size)
+            try communicator.barrier()
+            var times: [Double] = []
+            for call in 0..<(calls + 10) {
+                let start = DispatchTime.now()
+                try buffer.withUnsafeMutableBufferPointer { try communicator.allreduceSum($0) }
+                if call >= 10 { times.append(seconds(start, DispatchTime.now())) }
+                // Keep the values small (every call multiplies them by the group's size).
+                buffer[0] = 1
+            }
+            points.append(AllreducePoint(floats: size, seconds: median(times)))
+        }
+        return points
+    }
+}
+
+extension CollectiveTraffic {
+    /// Every counter divided by `count` (a mean per step), rounded down for calls and bytes.
+    func divided(by count: Int) -> CollectiveTraffic {
+        func d(_ c: Counter) -> Counter {
+            Counter(calls: c.calls / count, sent: c.sent / count, received: c.received / count, seconds: c.seconds / Double(count))
+        }
+        var t = CollectiveTraffic()
+        t.allreduce = d(allreduce)
+        t.broadcast = d(broadcast)
+        t.gather = d(gather)
+        t.barrier = d(barrier)
+        return t
+    }
+}
+
 extension Benchmark.DecodeRun {
     /// A generation's measurements: the forward's parts from `profile`, the `extra` parts timed
     /// outside it, and `sampling_other`, the rest of the decode phase.
@@ -211,16 +262,28 @@ extension Benchmark {
             sum.steps = a.steps + b.steps
             sum.tokens = a.tokens + b.tokens
             sum.traffic = a.traffic + b.traffic
-            if let x = a.interfaceBytesSent, let y = b.interfaceBytesSent { sum.interfaceBytesSent = x + y }
+            if a.interfaceBytesSent != nil || b.interfaceBytesSent != nil {
+                sum.interfaceBytesSent = (a.interfaceBytesSent ?? 0) + (b.interfaceBytesSent ?? 0)
+            }
             return sum
         }
     }
 
     /// Bytes sent so far by the interfaces (loopback excluded) of this process's network namespace.
     public static func interfaceBytesSent() -> Int? {
-        // Read to the end: /proc files report a size of 0.
-        guard let data = FileHandle(forReadingAtPath: "/proc/self/net/dev")?.readDataToEndOfFile() else { return nil }
-        let text = String(decoding: data, as: UTF8.self)
+        // Read to the end with read(2): /proc files report a size of 0.
+        let fd = open("/proc/self/net/dev", O_RDONLY)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { break }
+            bytes += chunk[0..<n]
+        }
+        let text = String(decoding: bytes, as: UTF8.self)
         var total = 0
         // "  eth0: rx_bytes rx_packets ... (8 receive fields) tx_bytes ..."
         for line in text.split(separator: "\n") {

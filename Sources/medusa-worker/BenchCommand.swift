@@ -17,7 +17,12 @@ struct BenchCommand: ParsableCommand {
 
             --verify-curve: T(n) for n = 1 ... --max-nodes, one verify step of n tokens (forward with a \
             causal mask over the step plus the LM head on all n rows) after --context committed tokens; \
-            the input to choosing a Medusa tree.
+            the input to choosing a Medusa tree. On a group, each step's time in allreduce, plan broadcast \
+            and logit gather and rank 0's bytes are reported too.
+
+            --allreduce-sizes: no model; the time of one allreduce of each number of floats across the \
+            group (what the network and MPI cost per call, without the forward between calls), median \
+            of --runs x 100 calls. A decode step makes two allreduces of hidden-size floats per layer.
             """)
 
     @OptionGroup var modelOptions: ModelOptions
@@ -50,6 +55,9 @@ struct BenchCommand: ParsableCommand {
     @Flag(help: "Time each distinct weight matrix product (first layer, LM head) on its own for n = 1, 2, 4, 8, 16.")
     var kernels = false
 
+    @Option(help: "Comma-separated float counts: time one allreduce of each across the group (no model is loaded).")
+    var allreduceSizes: String?
+
     @Flag(help: "Print one JSON object instead of a table.")
     var json = false
 
@@ -63,6 +71,10 @@ struct BenchCommand: ParsableCommand {
 
     func run() throws {
         let group = RankGroup.join()
+        if let allreduceSizes {
+            try group.run { try runAllreduce(group, sizes: allreduceSizes) }
+            return
+        }
         try group.run {
             let loaded = try group.loadModel(modelOptions)
             defer { _ = try? group.finish(loaded.model) }
@@ -73,6 +85,24 @@ struct BenchCommand: ParsableCommand {
             } else {
                 try runPrompts(loaded)
             }
+        }
+    }
+
+    private func runAllreduce(_ group: RankGroup, sizes text: String) throws {
+        let sizes = text.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard !sizes.isEmpty, sizes.allSatisfy({ ($0 ?? 0) > 0 }) else {
+            throw CommandError("--allreduce-sizes must be positive float counts separated by commas, got '\(text)'")
+        }
+        let points = try Benchmark.allreduce(group.communicator, sizes: sizes.map { $0! }, calls: 100 * runs)
+        guard group.isCoordinator else { return }
+        if json {
+            try emitJSON(points)
+            return
+        }
+        emit("allreduce across \(group.communicator.size) ranks, median of \(100 * runs) calls\n")
+        emit("   floats      bytes  us/call\n")
+        for p in points {
+            emit(String(format: "%9d %10d %8.1f\n", p.floats, p.floats * 4, p.seconds * 1e6))
         }
     }
 
@@ -107,17 +137,39 @@ struct BenchCommand: ParsableCommand {
             struct Report: Encodable {
                 var threads: Int, ranks: Int, context: Int, runs: Int, matmul_inputs: String, kernels: String?, cache_type: String
                 var curve: [Point]
-                struct Point: Encodable { var n: Int, ms: Double, ratio: Double }
+                struct Point: Encodable {
+                    var n: Int, ms: Double, ratio: Double
+                    // On a group: rank 0's collectives per step (mean over the runs).
+                    var allreduce_calls: Int?, allreduce_ms: Double?, broadcast_ms: Double?, gather_ms: Double?
+                    var sent_bytes: Int?, received_bytes: Int?
+                }
             }
+            let group = loaded.model.communicator.size > 1
             try emitJSON(Report(
                 threads: modelOptions.threadCount, ranks: loaded.model.communicator.size, context: tokens.count, runs: runs,
                 matmul_inputs: model.matmulInputs.rawValue, kernels: model.matmulInputs.kernels,
-                cache_type: model.kvCacheType.rawValue, curve: curve.map { .init(n: $0.nodes, ms: $0.seconds * 1e3, ratio: $0.ratio) }))
+                cache_type: model.kvCacheType.rawValue, curve: curve.map { p in
+                    let t = p.traffic
+                    return .init(n: p.nodes, ms: p.seconds * 1e3, ratio: p.ratio,
+                                 allreduce_calls: group ? t.allreduce.calls : nil, allreduce_ms: group ? t.allreduce.seconds * 1e3 : nil,
+                                 broadcast_ms: group ? t.broadcast.seconds * 1e3 : nil, gather_ms: group ? t.gather.seconds * 1e3 : nil,
+                                 sent_bytes: group ? t.total.sent : nil, received_bytes: group ? t.total.received : nil)
+                }))
         } else {
             emit("verify step T(n): \(tokens.count) committed tokens, \(modelOptions.threadCount) threads, matmul inputs \(model.matmulInputs.described), \(model.kvCacheType) KV cache, median of \(runs)\n")
-            emit("    n      ms  T(n)/T(1)\n")
-            for p in curve {
-                emit(String(format: "%5d %7.2f %10.2f\n", p.nodes, p.seconds * 1e3, p.ratio))
+            if model.communicator.size > 1 {
+                emit("    n      ms  T(n)/T(1)  allreduce ms  bcast ms  gather ms  rank 0 sent KB  received KB\n")
+                for p in curve {
+                    let t = p.traffic
+                    emit(String(format: "%5d %7.2f %10.2f %13.2f %9.2f %10.2f %15.1f %12.1f\n", p.nodes, p.seconds * 1e3, p.ratio,
+                                t.allreduce.seconds * 1e3, t.broadcast.seconds * 1e3, t.gather.seconds * 1e3,
+                                Double(t.total.sent) / 1e3, Double(t.total.received) / 1e3))
+                }
+            } else {
+                emit("    n      ms  T(n)/T(1)\n")
+                for p in curve {
+                    emit(String(format: "%5d %7.2f %10.2f\n", p.nodes, p.seconds * 1e3, p.ratio))
+                }
             }
         }
     }

@@ -58,6 +58,21 @@ struct MultiHostTests {
         #expect(try hosts.processes().isEmpty, "every job ended with nothing left behind")
     }
 
+    @Test("bench across 2 hosts: rank 0's interface sends at least the payload its collectives carry")
+    func benchCountsTheWire() throws {
+        let hosts = try Self.hosts(2)
+        defer { hosts.shutDown() }
+        let model = try TensorParallelTests.model(.q8_0)
+        let r = try hosts.launch(arguments: ["bench", "--model", model, "--prompts", try NetworkCostTests.prompts(), "--limit", "2",
+                                             "--max-tokens", "8", "--ignore-eos", "--runs", "1", "--json"] + Self.threads)
+        #expect(r.status == 0, "\(r.stderr)")
+        let net = try #require(try r.json()["decode_network"] as? [String: Any])
+        let sent = (net["sent_bytes_per_token"] as? [String: Double] ?? [:]).values.reduce(0, +)
+        let wire = try #require(net["interface_bytes_sent_per_token"] as? Double, "\(net)")
+        // Headers on top, and a little of Open MPI's own traffic; never less than the payload.
+        #expect(sent > 0 && wire >= sent && wire < 3 * sent + 2000, "payload \(sent) B/token, interface \(wire) B/token")
+    }
+
     @Test("greedy Medusa with the shipped heads across 2 and 3 hosts equals plain greedy decoding")
     func medusaAcrossHosts() throws {
         guard let model = try TestData.model() else { return }
